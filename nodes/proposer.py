@@ -1,0 +1,382 @@
+"""One model call per node. Proposers, the aggregator and fallbacks all run this code; the
+only thing that differs between them is the ``ModelSpec`` and the ``Seat`` they were built with.
+
+A node raises on failure so LangGraph's ``RetryPolicy`` and ``TimeoutPolicy`` handle it; once
+retries are spent, the node's error handler (LangGraph's ``error_handler``) turns the failure
+into data (a ``Call`` record) or calls the model's fallback. A computed answer is written to
+state the moment its node returns, so a crash or a later failure never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
+from langgraph.errors import NodeError, NodeTimeoutError
+from langgraph.runtime import Runtime
+from langgraph.types import Command, RetryPolicy
+from langgraph_moa.graphs.models import get_chat_model
+from langgraph_moa.graphs.spec import MoASpec, ModelSpec
+from langgraph_moa.graphs.state import Call, CallStatus, Context, MoAState
+from langgraph_moa.nodes import budget
+from langgraph_moa.nodes.deadline import LayerClock, StragglerCut, layer_clock
+from langgraph_moa.prompts import inject_references, with_system_prompt
+
+from langgraph_moa.errors import (
+    ContextOverflowError,
+    EmptyResponseError,
+    MoAError,
+    ModelCallError,
+)
+
+
+@dataclass(frozen=True)
+class Seat:
+    """Where a model sits in the graph."""
+
+    node: str
+    layer: int
+    role: Literal["proposer", "aggregator"]
+    references: bool
+    """Whether the model sees the previous layer's answers (every layer after the first)."""
+    layer_size: int = 1
+
+
+def prepare_messages(
+    state: MoAState, model: ModelSpec, spec: MoASpec, seat: Seat, window: int | None = None
+) -> tuple[list[AnyMessage], int]:
+    """The exact messages this model receives, and how many references were shortened."""
+    messages = with_system_prompt(list(state["messages"]), model.system_prompt)
+    if not seat.references:
+        return messages, 0
+    references = list(state.get("references") or [])
+    window = window or model.context_window
+    truncated = 0
+    if window:
+        frame = inject_references(
+            messages, [""] * len(references), prompt=spec.aggregate_prompt, mode=spec.injection
+        )
+        available = window - (model.max_tokens or 0) - budget.messages_tokens(frame)
+        try:
+            references, truncated = budget.fit_references(references, available)
+        except ValueError as exc:
+            raise ContextOverflowError(
+                str(model.name), f"prompt does not fit the {window}-token context window: {exc}"
+            ) from None
+    return (
+        inject_references(messages, references, prompt=spec.aggregate_prompt, mode=spec.injection),
+        truncated,
+    )
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, secret-free reason for a failure."""
+    import openai
+
+    if isinstance(exc, NodeTimeoutError):
+        return f"timed out after {exc.elapsed:.1f}s"
+    if isinstance(exc, StragglerCut):
+        return "cut by the layer deadline"
+    if isinstance(exc, openai.APIStatusError):
+        message = exc.message if isinstance(exc.message, str) else str(exc.body)
+        return f"HTTP {exc.status_code}: {message[:300]}"
+    if isinstance(exc, openai.APITimeoutError):
+        return "request timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        return f"connection error: {cause or exc}"[:300]
+    if isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError)):
+        return f"malformed response: {exc}"[:300]
+    if isinstance(exc, ModelCallError):
+        return exc.reason
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def should_retry(exc: BaseException) -> bool:
+    """RetryPolicy.retry_on: transient provider trouble yes, our own or client errors no."""
+    import openai
+
+    if isinstance(exc, ModelCallError):
+        return exc.retryable
+    if isinstance(exc, (MoAError, ImportError)):
+        return False
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return True
+
+
+def retry_policy(model: ModelSpec) -> RetryPolicy:
+    r = model.retry
+    return RetryPolicy(
+        initial_interval=r.initial_interval,
+        backoff_factor=r.backoff_factor,
+        max_interval=r.max_interval,
+        max_attempts=r.max_attempts,
+        jitter=r.jitter,
+        retry_on=should_retry,
+    )
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    import openai
+
+    if isinstance(exc, openai.RateLimitError):
+        headers = exc.response.headers
+        for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+            try:
+                return float(headers[name]) / scale
+            except (KeyError, ValueError):
+                continue
+    return None
+
+
+def _is_context_length(exc: BaseException) -> bool:
+    import openai
+
+    return isinstance(exc, openai.BadRequestError) and (
+        getattr(exc, "code", None) == "context_length_exceeded"
+        or "maximum context length" in str(exc)
+    )
+
+
+def _emit(runtime: Runtime[Context], event: str, seat: Seat, model: ModelSpec, **extra: Any):
+    runtime.stream_writer(
+        {
+            "event": event,
+            "node": seat.node,
+            "layer": seat.layer,
+            "role": seat.role,
+            "model": model.name,
+            **extra,
+        }
+    )
+
+
+async def _stream(
+    model: ModelSpec, messages: list[AnyMessage], seat: Seat, runtime: Runtime[Context]
+) -> tuple[AIMessageChunk, float, float | None]:
+    """Stream one completion; returns the merged message, latency and time to first token.
+
+    Always streaming gives a real TTFT for every call and lets ``stream_mode="messages"``
+    show tokens as they come; the merged chunk keeps one id, so LangGraph does not emit the
+    final message a second time.
+    """
+    chat = get_chat_model(model)
+    ctx = runtime.context
+    overrides = {}
+    if ctx is not None and ctx.temperature is not None:
+        overrides["temperature"] = ctx.temperature
+    if ctx is not None and ctx.max_tokens is not None:
+        overrides["max_tokens"] = ctx.max_tokens
+    config = {
+        "run_name": seat.node,
+        "tags": [f"moa:{seat.role}", f"moa:layer_{seat.layer}", f"moa:model:{model.name}"],
+        "metadata": {"moa_role": seat.role, "moa_layer": seat.layer, "moa_model": model.name},
+    }
+    start = time.perf_counter()
+    ttft = None
+    merged: AIMessageChunk | None = None
+    async for chunk in chat.astream(messages, config=config, **overrides):
+        if ttft is None and chunk.text:
+            ttft = time.perf_counter() - start
+        merged = chunk if merged is None else merged + chunk
+    latency = time.perf_counter() - start
+    if merged is None or not merged.text.strip():
+        raise EmptyResponseError(str(model.name), "empty response (no content)")
+    return merged, latency, ttft
+
+
+def _record(
+    model: ModelSpec,
+    seat: Seat,
+    status: CallStatus,
+    *,
+    attempts: int,
+    latency: float = 0.0,
+    ttft: float | None = None,
+    message: AIMessageChunk | None = None,
+    error: str | None = None,
+    truncated: int = 0,
+    messages: list[AnyMessage] | None = None,
+) -> Call:
+    usage = message.usage_metadata if message is not None else None
+    if usage:
+        tokens_in, tokens_out = usage["input_tokens"], usage["output_tokens"]
+    else:  # provider sent no usage: estimate, so totals stay meaningful
+        tokens_in = budget.messages_tokens(messages) if messages and message else 0
+        tokens_out = budget.estimate_tokens(message.text) if message is not None else 0
+    return Call(
+        node=seat.node,
+        model=str(model.name),
+        model_id=model.model,
+        layer=seat.layer,
+        role=seat.role,
+        status=status,
+        attempts=attempts,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        latency_s=round(latency, 4),
+        ttft_s=None if ttft is None else round(ttft, 4),
+        error=error,
+        truncated=truncated,
+    )
+
+
+def _result(seat: Seat, message: AIMessageChunk, record: Call) -> dict[str, Any]:
+    if seat.role == "proposer":
+        return {"answers": {seat.node: message.text}, "calls": [record]}
+    answer = AIMessage(content=message.text, id=message.id, usage_metadata=message.usage_metadata)
+    return {"answer": message.text, "messages": [answer], "calls": [record]}
+
+
+async def _answer(
+    state: MoAState,
+    model: ModelSpec,
+    spec: MoASpec,
+    seat: Seat,
+    runtime: Runtime[Context],
+    clock: LayerClock | None,
+    attempts: int,
+) -> tuple[AIMessageChunk, Call]:
+    """Prepare, call, and on a context-length 400 retry once with a tighter budget."""
+    messages, truncated = prepare_messages(state, model, spec, seat)
+    work = _stream(model, messages, seat, runtime)
+    try:
+        message, latency, ttft = await (clock.run(work) if clock else work)
+    except Exception as exc:
+        if not (_is_context_length(exc) and seat.references):
+            raise
+        window = budget.tighter_window(
+            str(exc), model.context_window, budget.messages_tokens(messages)
+        )
+        _emit(runtime, "call_refit", seat, model, window=window)
+        messages, truncated = prepare_messages(state, model, spec, seat, window=window)
+        work = _stream(model, messages, seat, runtime)
+        message, latency, ttft = await (clock.run(work) if clock else work)
+    record = _record(
+        model,
+        seat,
+        "ok",
+        attempts=attempts,
+        latency=latency,
+        ttft=ttft,
+        message=message,
+        truncated=truncated,
+        messages=messages,
+    )
+    return message, record
+
+
+def _clock(spec: MoASpec, seat: Seat, runtime: Runtime[Context]) -> LayerClock | None:
+    info = runtime.execution_info
+    if seat.role != "proposer" or info is None:
+        return None
+    return layer_clock(
+        f"{info.checkpoint_id}/{seat.layer}",
+        seat.layer_size,
+        spec.min_successful,
+        spec.layer_deadline,
+        spec.layer_deadline_factor,
+    )
+
+
+_attempts: dict[tuple[str, str], int] = {}
+
+
+def model_node(model: ModelSpec, spec: MoASpec, seat: Seat):
+    """The node function for one model in one seat."""
+
+    async def call(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
+        info = runtime.execution_info
+        attempt = info.node_attempt if info else 1
+        if info:
+            _attempts[(info.checkpoint_id, seat.node)] = attempt
+        clock = _clock(spec, seat, runtime)
+        _emit(runtime, "call_started", seat, model, attempt=attempt)
+        try:
+            message, record = await _answer(state, model, spec, seat, runtime, clock, attempt)
+        except StragglerCut:
+            record = _record(
+                model, seat, "cut", attempts=attempt, error="cut by the layer deadline"
+            )
+            _emit(runtime, "call_cut", seat, model)
+            if clock:
+                clock.report(False)
+            return {"calls": [record]}
+        except Exception as exc:
+            retry = should_retry(exc) and attempt < model.retry.max_attempts
+            _emit(
+                runtime,
+                "call_error",
+                seat,
+                model,
+                attempt=attempt,
+                error=describe(exc),
+                will_retry=retry,
+            )
+            wait = _retry_after(exc)
+            if retry and wait:
+                await asyncio.sleep(
+                    max(0.0, min(wait, model.retry.max_retry_after) - model.retry.initial_interval)
+                )
+            raise
+        if clock:
+            clock.report(True, record["latency_s"])
+        _emit(
+            runtime,
+            "call_finished",
+            seat,
+            model,
+            latency_s=record["latency_s"],
+            ttft_s=record["ttft_s"],
+            input_tokens=record["input_tokens"],
+            output_tokens=record["output_tokens"],
+            attempt=attempt,
+        )
+        return _result(seat, message, record)
+
+    return call
+
+
+def failure_handler(model: ModelSpec, spec: MoASpec, seat: Seat, goto: str):
+    """LangGraph error handler: runs once the node's retries are spent.
+
+    Tries the model's fallback; otherwise a proposer's failure becomes a ``Call`` record and
+    the layer goes on (its reducer applies the quorum), while the aggregator's is raised.
+    """
+
+    async def handle(state: MoAState, error: NodeError, runtime: Runtime[Context]) -> Command:
+        info = runtime.execution_info
+        attempts = _attempts.pop((info.checkpoint_id, seat.node), 1) if info else 1
+        status: CallStatus = "timeout" if isinstance(error.error, NodeTimeoutError) else "failed"
+        reason = describe(error.error)
+        _emit(runtime, "call_failed", seat, model, error=reason, attempts=attempts)
+        fallback = model.fallback
+        while fallback is not None:
+            try:
+                message, record = await _answer(state, fallback, spec, seat, runtime, None, 1)
+            except Exception as exc:
+                reason += f"; fallback {fallback.name}: {describe(exc)}"
+                fallback = fallback.fallback
+                continue
+            record["status"] = "fallback"
+            record["error"] = f"{model.name} failed ({reason}); {fallback.name} answered"
+            _emit(runtime, "call_fallback", seat, fallback, replaces=model.name, error=reason)
+            if seat.role == "proposer":
+                clock = _clock(spec, seat, runtime)
+                if clock:
+                    clock.report(True, record["latency_s"])
+            return Command(goto=goto, update=_result(seat, message, record))
+        if seat.role == "aggregator":
+            raise ModelCallError(str(model.name), reason, retryable=False) from error.error
+        clock = _clock(spec, seat, runtime)
+        if clock:
+            clock.report(False)
+        record = _record(model, seat, status, attempts=attempts, error=reason)
+        return Command(goto=goto, update={"calls": [record]})
+
+    return handle

@@ -1,0 +1,65 @@
+"""The Aggregate-and-Synthesize prompt (paper Table 1) and how references are injected.
+
+The construction mirrors the reference implementation (together-moa ``utils.py``,
+``inject_references_to_messages``) byte for byte, so results stay comparable with the paper:
+the aggregate text plus one ``"\\n{i}. {answer}"`` line per reference goes into the *system*
+message, appended after ``"\\n\\n"`` when the conversation already starts with one, else
+prepended. The user's messages are never edited.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Literal
+
+from langchain_core.messages import AIMessage, AnyMessage, SystemMessage
+
+AGGREGATE_PROMPT: str = files(__name__).joinpath("aggregate.txt").read_text(encoding="utf-8")
+"""The paper's Aggregate-and-Synthesize prompt, verbatim (ends with "Responses from models:")."""
+
+InjectionMode = Literal["system", "assistant"]
+
+
+def format_references(references: list[str], prompt: str = AGGREGATE_PROMPT) -> str:
+    """The aggregate text followed by ``\\n{i}. {answer}`` for each reference (1-based)."""
+    return prompt + "".join(f"\n{i}. {ref}" for i, ref in enumerate(references, 1))
+
+
+def inject_references(
+    messages: list[AnyMessage],
+    references: list[str],
+    *,
+    prompt: str = AGGREGATE_PROMPT,
+    mode: InjectionMode = "system",
+) -> list[AnyMessage]:
+    """Return the messages a layer-2+ proposer or the aggregator receives.
+
+    ``mode="system"`` is the reference implementation. ``mode="assistant"`` reproduces the
+    seed snippet that hands the aggregate text over as an assistant turn, placed just before
+    the last user turn so the model still answers the user.
+    """
+    text = format_references(references, prompt)
+    if mode == "assistant":
+        last_user = max(
+            (i for i, m in enumerate(messages) if m.type == "human"), default=len(messages)
+        )
+        return [*messages[:last_user], AIMessage(content=text), *messages[last_user:]]
+    if messages and messages[0].type == "system":
+        first = messages[0]
+        merged = SystemMessage(content=f"{first.text}\n\n{text}", id=first.id)
+        return [merged, *messages[1:]]
+    return [SystemMessage(content=text), *messages]
+
+
+def with_system_prompt(messages: list[AnyMessage], system_prompt: str | None) -> list[AnyMessage]:
+    """Give one model its own system prompt (diversity for self-MoA / the local preset).
+
+    Merged the same way as the references, so a spec-level persona and the aggregate text
+    end up in one system message, persona first.
+    """
+    if not system_prompt:
+        return messages
+    if messages and messages[0].type == "system":
+        first = messages[0]
+        return [SystemMessage(content=f"{first.text}\n\n{system_prompt}"), *messages[1:]]
+    return [SystemMessage(content=system_prompt), *messages]
