@@ -113,3 +113,12 @@ def get_chat_model(spec: ModelSpec) -> BaseChatModel:
     if model is None:
         model = cache[key] = _build(spec, loop)
     return model
+
+
+async def aclose_clients() -> None:
+    """Close this event loop's HTTP pools (call before the loop ends, e.g. in a CLI or test)."""
+    loop = _running_loop()
+    pools = _pools.pop(loop, {}) if loop is not None else {}
+    _models.pop(loop, None)
+    for pool in pools.values():
+        await pool.aclose()
