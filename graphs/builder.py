@@ -10,8 +10,10 @@ cache, or add it to a bigger graph; ``create_moa`` compiles it for the common ca
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import TimeoutPolicy
@@ -25,13 +27,20 @@ FALLBACK = "fallback"
 REVIEW = "review"
 
 
-def _add_model(graph: StateGraph, model: ModelSpec, spec: MoASpec, seat: Seat, goto: str):
+def _add_model(
+    graph: StateGraph,
+    model: ModelSpec,
+    spec: MoASpec,
+    seat: Seat,
+    goto: str,
+    chat_models: Mapping[str, BaseChatModel],
+):
     graph.add_node(
         seat.node,
-        model_node(model, spec, seat),
+        model_node(model, spec, seat, chat_models),
         retry_policy=retry_policy(model),
         timeout=TimeoutPolicy(run_timeout=model.timeout) if model.timeout else None,
-        error_handler=failure_handler(model, spec, seat, goto),
+        error_handler=failure_handler(model, spec, seat, goto, chat_models),
         metadata={
             "moa_role": seat.role,
             "moa_layer": seat.layer,
@@ -45,9 +54,15 @@ def build_graph(
     spec: MoASpec | dict[str, Any] | str | os.PathLike[str] | None = None,
     *,
     preset: str | None = None,
+    chat_models: Mapping[str, BaseChatModel] | None = None,
 ) -> StateGraph:
-    """The MoA graph for ``spec`` (a ``MoASpec``, dict, YAML/JSON path) or ``preset``."""
+    """The MoA graph for ``spec`` (a ``MoASpec``, dict, YAML/JSON path) or ``preset``.
+
+    ``chat_models`` maps model names to ready chat model instances (your own client, or a
+    fake in tests); every other model is created from its spec on first use.
+    """
     spec = resolve_spec(spec, preset=preset)
+    chat_models = dict(chat_models or {})
     graph = StateGraph(
         MoAState, context_schema=Context, input_schema=InputState, output_schema=OutputState
     )
@@ -66,7 +81,7 @@ def build_graph(
                 references=k > 1,
                 layer_size=len(models),
             )
-            _add_model(graph, model, spec, seat, goto=reducer)
+            _add_model(graph, model, spec, seat, reducer, chat_models)
             graph.add_edge(entry, seat.node)
             graph.add_edge(seat.node, reducer)
         graph.add_node(reducer, layer_reducer(k, spec), metadata={"moa_layer": k})
@@ -77,7 +92,7 @@ def build_graph(
     if spec.aggregator.fallback is not None:
         # Every answer of a layer failed: the aggregator's fallback answers the user directly.
         seat = Seat(node=FALLBACK, layer=final_layer, role="aggregator", references=False)
-        _add_model(graph, spec.aggregator.fallback, spec, seat, goto=END)
+        _add_model(graph, spec.aggregator.fallback, spec, seat, END, chat_models)
         graph.add_edge(FALLBACK, END)
     else:
         graph.add_edge(previous, after_last)
@@ -85,7 +100,7 @@ def build_graph(
         graph.add_node(REVIEW, review)
         graph.add_edge(REVIEW, AGGREGATOR)
     seat = Seat(node=AGGREGATOR, layer=final_layer, role="aggregator", references=True)
-    _add_model(graph, spec.aggregator, spec, seat, goto=END)
+    _add_model(graph, spec.aggregator, spec, seat, END, chat_models)
     graph.add_edge(AGGREGATOR, END)
     return graph
 
@@ -94,8 +109,10 @@ def create_moa(
     spec: MoASpec | dict[str, Any] | str | os.PathLike[str] | None = None,
     *,
     preset: str | None = None,
+    chat_models: Mapping[str, BaseChatModel] | None = None,
     **compile_kwargs: Any,
 ) -> CompiledStateGraph:
     """``build_graph(...).compile(**compile_kwargs)`` with the spec's name."""
     resolved = resolve_spec(spec, preset=preset)
-    return build_graph(resolved).compile(name=resolved.name, **compile_kwargs)
+    graph = build_graph(resolved, chat_models=chat_models)
+    return graph.compile(name=resolved.name, **compile_kwargs)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langgraph.errors import NodeError, NodeTimeoutError
 from langgraph.runtime import Runtime
@@ -157,7 +159,11 @@ def _emit(runtime: Runtime[Context], event: str, seat: Seat, model: ModelSpec, *
 
 
 async def _stream(
-    model: ModelSpec, messages: list[AnyMessage], seat: Seat, runtime: Runtime[Context]
+    model: ModelSpec,
+    messages: list[AnyMessage],
+    seat: Seat,
+    runtime: Runtime[Context],
+    chat_models: Mapping[str, BaseChatModel],
 ) -> tuple[AIMessageChunk, float, float | None]:
     """Stream one completion; returns the merged message, latency and time to first token.
 
@@ -165,7 +171,7 @@ async def _stream(
     show tokens as they come; the merged chunk keeps one id, so LangGraph does not emit the
     final message a second time.
     """
-    chat = get_chat_model(model)
+    chat = chat_models.get(str(model.name)) or get_chat_model(model)
     ctx = runtime.context
     overrides = {}
     if ctx is not None and ctx.temperature is not None:
@@ -241,10 +247,11 @@ async def _answer(
     runtime: Runtime[Context],
     clock: LayerClock | None,
     attempts: int,
+    chat_models: Mapping[str, BaseChatModel],
 ) -> tuple[AIMessageChunk, Call]:
     """Prepare, call, and on a context-length 400 retry once with a tighter budget."""
     messages, truncated = prepare_messages(state, model, spec, seat)
-    work = _stream(model, messages, seat, runtime)
+    work = _stream(model, messages, seat, runtime, chat_models)
     try:
         message, latency, ttft = await (clock.run(work) if clock else work)
     except Exception as exc:
@@ -255,7 +262,7 @@ async def _answer(
         )
         _emit(runtime, "call_refit", seat, model, window=window)
         messages, truncated = prepare_messages(state, model, spec, seat, window=window)
-        work = _stream(model, messages, seat, runtime)
+        work = _stream(model, messages, seat, runtime, chat_models)
         message, latency, ttft = await (clock.run(work) if clock else work)
     record = _record(
         model,
@@ -287,8 +294,10 @@ def _clock(spec: MoASpec, seat: Seat, runtime: Runtime[Context]) -> LayerClock |
 _attempts: dict[tuple[str, str], int] = {}
 
 
-def model_node(model: ModelSpec, spec: MoASpec, seat: Seat):
-    """The node function for one model in one seat."""
+def model_node(
+    model: ModelSpec, spec: MoASpec, seat: Seat, chat_models: Mapping[str, BaseChatModel]
+):
+    """The node function for one model in one seat (``chat_models``: instances by name)."""
 
     async def call(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
         info = runtime.execution_info
@@ -298,7 +307,9 @@ def model_node(model: ModelSpec, spec: MoASpec, seat: Seat):
         clock = _clock(spec, seat, runtime)
         _emit(runtime, "call_started", seat, model, attempt=attempt)
         try:
-            message, record = await _answer(state, model, spec, seat, runtime, clock, attempt)
+            message, record = await _answer(
+                state, model, spec, seat, runtime, clock, attempt, chat_models
+            )
         except StragglerCut:
             record = _record(
                 model, seat, "cut", attempts=attempt, error="cut by the layer deadline"
@@ -342,7 +353,13 @@ def model_node(model: ModelSpec, spec: MoASpec, seat: Seat):
     return call
 
 
-def failure_handler(model: ModelSpec, spec: MoASpec, seat: Seat, goto: str):
+def failure_handler(
+    model: ModelSpec,
+    spec: MoASpec,
+    seat: Seat,
+    goto: str,
+    chat_models: Mapping[str, BaseChatModel],
+):
     """LangGraph error handler: runs once the node's retries are spent.
 
     Tries the model's fallback; otherwise a proposer's failure becomes a ``Call`` record and
@@ -358,7 +375,9 @@ def failure_handler(model: ModelSpec, spec: MoASpec, seat: Seat, goto: str):
         fallback = model.fallback
         while fallback is not None:
             try:
-                message, record = await _answer(state, fallback, spec, seat, runtime, None, 1)
+                message, record = await _answer(
+                    state, fallback, spec, seat, runtime, None, 1, chat_models
+                )
             except Exception as exc:
                 reason += f"; fallback {fallback.name}: {describe(exc)}"
                 fallback = fallback.fallback

@@ -1,4 +1,4 @@
-"""Test helpers: an OpenAI-compatible fake server with fault injection.
+"""Test helpers: an OpenAI-compatible fake server with fault injection, and fake chat models.
 
 Names are imported lazily so ``python -m langgraph_moa.testing.server`` does not import
 the server module twice.
@@ -16,11 +16,17 @@ if TYPE_CHECKING:
         ServerProcess,
         estimate_tokens,
     )
+    from langgraph_moa.testing.fakes import RecordingChatModel
 
 __all__ = ["Behavior", "ControlClient", "OpenAIServer", "ServerProcess", "estimate_tokens"]
+__all__ += ["RecordingChatModel"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "RecordingChatModel":
+        from langgraph_moa.testing.fakes import RecordingChatModel
+
+        return RecordingChatModel
     if name in __all__:
         from langgraph_moa.testing import server
 

@@ -1,0 +1,252 @@
+"""``moa``: ask a Mixture-of-Agents a question from the shell.
+
+A thin face over the same compiled graph: progress comes from ``stream_mode="custom"``,
+streamed answer tokens from ``stream_mode="messages"``, the result from ``values``.
+Errors print one line on stderr and exit non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from langgraph_moa.errors import MoAError
+
+FINAL_NODES = {"aggregator", "fallback"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="moa",
+        description="Mixture-of-Agents on LangGraph. `moa QUESTION` runs the embedded local "
+        "preset offline; `moa presets` lists presets; `moa graph` prints the Mermaid diagram.",
+    )
+    sub = p.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="answer a question (the default command)")
+    run.add_argument("question", nargs="*", help="the question (omit with --thread to resume)")
+    _spec_args(run)
+    run.add_argument("--stream", action="store_true", help="print answer tokens as they come")
+    run.add_argument("--json", action="store_true", help="print answer, references, usage as JSON")
+    run.add_argument("--show-references", action="store_true", help="print what the aggregator saw")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    run.add_argument("--thread", help="keep the conversation in a local SQLite thread (resumable)")
+    run.add_argument("--db", default=None, help="SQLite file for --thread (default: user data dir)")
+    run.add_argument("--temperature", type=float, help="override every model's temperature")
+    run.add_argument("--max-tokens", type=int, help="override every model's max_tokens")
+    sub.add_parser("presets", help="list the built-in presets")
+    graph = sub.add_parser("graph", help="print the graph as a Mermaid diagram")
+    _spec_args(graph)
+    return p
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="built-in preset (default: local)")
+    p.add_argument("--spec", help="spec file (YAML or JSON)")
+
+
+def _spec(args: argparse.Namespace):
+    from langgraph_moa.graphs.spec import resolve_spec
+
+    if args.spec and args.preset:
+        raise MoAError("give --spec or --preset, not both")
+    return resolve_spec(args.spec, preset=None if args.spec else (args.preset or "local"))
+
+
+def mermaid(spec) -> str:
+    """The graph as Mermaid, without LangGraph's internal error-handler nodes and metadata,
+    so it reads like the paper's Figure 2."""
+    from langgraph_moa.graphs.builder import build_graph
+
+    drawable = build_graph(spec).compile(name=spec.name).get_graph()
+    hidden = [n for n in drawable.nodes if n.startswith("__error_handler__")]
+    for node in hidden:
+        drawable.remove_node(drawable.nodes[node])
+    for key, node in drawable.nodes.items():
+        drawable.nodes[key] = node._replace(metadata=None)
+    return drawable.draw_mermaid()
+
+
+class Progress:
+    """Live per-proposer progress on stderr from the graph's custom stream events."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        kind = event.get("event")
+        who = f"  {event.get('node', '')} [{event.get('model', '')}]"
+        if kind == "layer_started":
+            line = f"layer {event['layer']}: {', '.join(map(str, event['models']))}"
+        elif kind == "call_started":
+            line = f"{who} running" + (
+                f" (attempt {event['attempt']})" if event.get("attempt", 1) > 1 else ""
+            )
+        elif kind == "call_finished":
+            line = (
+                f"{who} done in {event['latency_s']:.2f}s"
+                f" ({event['input_tokens']} in / {event['output_tokens']} out tokens)"
+            )
+        elif kind == "call_error":
+            line = f"{who} error: {event['error']}" + (
+                "; retrying" if event.get("will_retry") else ""
+            )
+        elif kind == "call_failed":
+            line = f"{who} FAILED: {event['error']}"
+        elif kind == "call_cut":
+            line = f"{who} cut: the layer went on without it"
+        elif kind == "call_fallback":
+            line = f"{who} answered by fallback {event['model']} (for {event['replaces']})"
+        elif kind == "layer_finished":
+            line = f"layer {event['layer']}: {event['answers']}/{event['of']} answers"
+        else:
+            return
+        print(line, file=sys.stderr, flush=True)
+
+
+def totals(calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run totals derived from the per-call records (never stored twice)."""
+    return {
+        "calls": len(calls),
+        "failed": sum(c["status"] in ("failed", "timeout") for c in calls),
+        "cut": sum(c["status"] == "cut" for c in calls),
+        "input_tokens": sum(c["input_tokens"] for c in calls),
+        "output_tokens": sum(c["output_tokens"] for c in calls),
+    }
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    if args.db:
+        return Path(args.db)
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "langgraph-moa" / "threads.sqlite"
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from contextlib import AsyncExitStack
+
+    from langgraph_moa.graphs.builder import build_graph
+    from langgraph_moa.graphs.models import aclose_clients
+    from langgraph_moa.graphs.state import Context
+
+    spec = _spec(args)
+    question = " ".join(args.question).strip()
+    if not question and not args.thread:
+        raise MoAError('ask a question, e.g. moa "What is Mixture-of-Agents?"')
+    spec.check_keys()
+    async with AsyncExitStack() as stack:
+        checkpointer = None
+        config: dict[str, Any] = {}
+        if args.thread:
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+            path = _db_path(args)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            checkpointer = await stack.enter_async_context(
+                AsyncSqliteSaver.from_conn_string(str(path))
+            )
+            config = {"configurable": {"thread_id": args.thread}}
+        graph = build_graph(spec).compile(checkpointer=checkpointer, name=spec.name)
+        if question:
+            payload: Any = {"messages": [("user", question)]}
+        else:
+            state = await graph.aget_state(config)
+            if not state.next:
+                raise MoAError(f"thread {args.thread!r} has no unfinished run: ask a question")
+            payload = None
+            print(f"resuming thread {args.thread} at {', '.join(state.next)}", file=sys.stderr)
+        context = Context(temperature=args.temperature, max_tokens=args.max_tokens)
+        progress = Progress(not args.quiet and not args.json)
+        final: dict[str, Any] = {}
+        streamed = False
+        try:
+            async for mode, chunk in graph.astream(
+                payload, config, context=context, stream_mode=["custom", "messages", "values"]
+            ):
+                if mode == "custom":
+                    progress(chunk)
+                elif mode == "messages" and args.stream and not args.json:
+                    token, meta = chunk
+                    if meta.get("langgraph_node") in FINAL_NODES and token.text:
+                        if not streamed:
+                            print(file=sys.stderr)
+                        streamed = True
+                        print(token.text, end="", flush=True)
+                elif mode == "values":
+                    final = chunk
+        finally:
+            await aclose_clients()
+    if "__interrupt__" in final or not final.get("answer"):
+        if args.thread:
+            raise MoAError(f"the run paused; resume it with: moa run --thread {args.thread}")
+        raise MoAError("the run ended without an answer")
+    _print_result(final, args, streamed)
+    return 0
+
+
+def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: bool) -> None:
+    calls = final.get("calls", [])
+    if args.json:
+        out = {k: final.get(k) for k in ("answer", "references", "answers", "calls")}
+        out["totals"] = totals(calls)
+        if final.get("fallback_reason"):
+            out["fallback_reason"] = final["fallback_reason"]
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return
+    if args.show_references:
+        for i, ref in enumerate(final.get("references", []), 1):
+            print(f"--- reference {i}\n{ref}", file=sys.stderr)
+        print("--- answer", file=sys.stderr)
+    if streamed:
+        print()
+    else:
+        print(final["answer"])
+    if not args.quiet:
+        t = totals(calls)
+        print(
+            f"[{t['calls']} calls, {t['failed']} failed, {t['cut']} cut,"
+            f" {t['input_tokens']} in / {t['output_tokens']} out tokens]",
+            file=sys.stderr,
+        )
+        if final.get("fallback_reason"):
+            print(f"[fallback answered: {final['fallback_reason']}]", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in {"run", "presets", "graph", "-h", "--help"}:
+        argv.insert(0, "run")
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "presets":
+            from langgraph_moa.graphs.spec import preset_description, preset_names
+
+            for name in preset_names():
+                print(f"{name:10} {preset_description(name)}")
+            return 0
+        if args.command == "graph":
+            print(mermaid(_spec(args)))
+            return 0
+        if args.command is None:
+            _parser().print_help()
+            return 2
+        return asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except MoAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # one line, no traceback: the CLI's promise
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The ``moa`` command: one clear line and a non-zero exit on error, JSON with usage."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from langgraph_moa.testing import Behavior, OpenAIServer
+
+
+def moa(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "langgraph_moa.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def server():
+    with OpenAIServer(default=Behavior(latency=0.05)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def spec_file(tmp_path, server):
+    model = lambda n: {"name": n, "model": f"openai:{n}", "base_url": server.base_url}  # noqa: E731
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        yaml.safe_dump({"layers": [[model("a"), model("b")]], "aggregator": model("agg")})
+    )
+    return str(path)
+
+
+def test_presets_lists_every_preset():
+    out = moa("presets")
+    assert out.returncode == 0
+    assert [line.split()[0] for line in out.stdout.splitlines()] == [
+        "local",
+        "moa",
+        "moa-gpt4o",
+        "moa-lite",
+        "self-moa",
+    ]
+
+
+def test_graph_prints_mermaid_without_internal_nodes():
+    out = moa("graph", "--preset", "moa-lite")
+    assert out.returncode == 0
+    assert out.stdout.lstrip("-\n").startswith("config:") or "graph TD;" in out.stdout
+    assert "layer_1\\2fqwen1\\2e5-72b-chat" in out.stdout
+    assert "__error_handler__" not in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--preset", "nope", "Q"], "error: unknown preset 'nope'"),
+        (["--spec", "/nonexistent.yaml", "Q"], "error: cannot read spec file"),
+        (["--preset", "moa", "Q"], "error: missing API key environment variable(s):"),
+        (["run"], "error: ask a question"),
+    ],
+)
+def test_errors_are_one_clear_line(args, message):
+    out = moa(*args, env={"TOGETHER_API_KEY": ""})
+    assert out.returncode != 0
+    assert out.stderr.startswith(message)
+    assert "Traceback" not in out.stderr
+
+
+def test_json_has_answer_references_usage_and_totals(spec_file):
+    out = moa("--spec", spec_file, "--json", "What is MoA?")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["answer"] == "agg says: What is MoA?"
+    assert result["references"] == ["a says: What is MoA?", "b says: What is MoA?"]
+    assert [c["model"] for c in result["calls"]] == ["a", "b", "agg"]
+    assert result["totals"]["calls"] == 3 and result["totals"]["output_tokens"] > 0
+
+
+def test_progress_on_stderr_and_streamed_answer_on_stdout(spec_file):
+    out = moa("--spec", spec_file, "--stream", "--show-references", "Why?")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "agg says: Why?"
+    for line in ("layer 1: a, b", "layer_1/a [a] done in", "layer 1: 2/2 answers", "reference 1"):
+        assert line in out.stderr
+
+
+def test_thread_continues_a_conversation(spec_file, tmp_path, server):
+    db = str(tmp_path / "threads.sqlite")
+    assert (
+        moa("--spec", spec_file, "--thread", "t1", "--db", db, "-q", "Hi, I am Ada").returncode == 0
+    )
+    server.reset()
+    out = moa("--spec", spec_file, "--thread", "t1", "--db", db, "-q", "Who am I?")
+    assert out.returncode == 0, out.stderr
+    roles = [m["role"] for m in server.log()[0]["messages"]]
+    assert roles == ["user", "assistant", "user"]
