@@ -1,1 +1,68 @@
-"""langgraph-moa: Mixture-of-Agents as a LangGraph graph."""
+"""langgraph-moa: Mixture-of-Agents (Wang et al. 2024) as a LangGraph graph.
+
+    from langgraph_moa import create_moa
+    graph = create_moa(preset="local")          # or a MoASpec / dict / YAML path
+    out = await graph.ainvoke({"messages": [("user", "What is MoA?")]})
+
+Names are imported on first use, so ``moa presets`` does not pay for LangGraph's import.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langgraph_moa.errors import (
+        ContextOverflowError,
+        EmptyResponseError,
+        InvalidInputError,
+        LayerFailedError,
+        MissingAPIKeyError,
+        ModelCallError,
+        MoAError,
+        SpecError,
+    )
+    from langgraph_moa.graphs.builder import build_graph, create_moa
+    from langgraph_moa.graphs.spec import (
+        MoASpec,
+        ModelSpec,
+        load_preset,
+        load_spec,
+        parse_spec,
+        preset_names,
+    )
+    from langgraph_moa.graphs.state import Call, Context, InputState, MoAState, OutputState
+    from langgraph_moa.prompts import AGGREGATE_PROMPT, inject_references
+
+_EXPORTS = {
+    "langgraph_moa.graphs.builder": ["build_graph", "create_moa"],
+    "langgraph_moa.graphs.spec": [
+        "MoASpec",
+        "ModelSpec",
+        "load_preset",
+        "load_spec",
+        "parse_spec",
+        "preset_names",
+    ],
+    "langgraph_moa.graphs.state": ["Call", "Context", "InputState", "MoAState", "OutputState"],
+    "langgraph_moa.prompts": ["AGGREGATE_PROMPT", "inject_references"],
+    "langgraph_moa.errors": [
+        "ContextOverflowError",
+        "EmptyResponseError",
+        "InvalidInputError",
+        "LayerFailedError",
+        "MissingAPIKeyError",
+        "ModelCallError",
+        "MoAError",
+        "SpecError",
+    ],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
