@@ -10,30 +10,7 @@ Names are imported on first use, so ``moa presets`` does not pay for LangGraph's
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from langgraph_moa.errors import (
-        ContextOverflowError,
-        EmptyResponseError,
-        InvalidInputError,
-        LayerFailedError,
-        MissingAPIKeyError,
-        ModelCallError,
-        MoAError,
-        SpecError,
-    )
-    from langgraph_moa.graphs.builder import build_graph, create_moa
-    from langgraph_moa.graphs.spec import (
-        MoASpec,
-        ModelSpec,
-        load_preset,
-        load_spec,
-        parse_spec,
-        preset_names,
-    )
-    from langgraph_moa.graphs.state import Call, Context, InputState, MoAState, OutputState
-    from langgraph_moa.prompts import AGGREGATE_PROMPT, inject_references
+from typing import Any
 
 _EXPORTS = {
     "langgraph_moa.graphs.builder": ["build_graph", "create_moa"],
