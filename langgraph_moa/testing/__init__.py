@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from langgraph_moa.testing.fakes import RecordingChatModel
     from langgraph_moa.testing.server import (
         Behavior,
         ControlClient,
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
         ServerProcess,
         estimate_tokens,
     )
-    from langgraph_moa.testing.fakes import RecordingChatModel
 
 __all__ = ["Behavior", "ControlClient", "OpenAIServer", "ServerProcess", "estimate_tokens"]
 __all__ += ["RecordingChatModel"]
