@@ -16,11 +16,11 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import TimeoutPolicy
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec, resolve_spec
 from langgraph_moa.graphs.state import Context, InputState, MoAState, OutputState
 from langgraph_moa.nodes.layer import layer_entry, layer_reducer, review, route_after_layer
 from langgraph_moa.nodes.proposer import Seat, failure_handler, model_node, retry_policy
+from langgraph_moa.nodes.sync import with_sync
 
 AGGREGATOR = "aggregator"
 FALLBACK = "fallback"
@@ -37,10 +37,11 @@ def _add_model(
 ):
     graph.add_node(
         seat.node,
-        model_node(model, spec, seat, chat_models),
+        with_sync(model_node(model, spec, seat, chat_models), seat.node),
         retry_policy=retry_policy(model),
-        timeout=TimeoutPolicy(run_timeout=model.timeout) if model.timeout else None,
-        error_handler=failure_handler(model, spec, seat, goto, chat_models),
+        error_handler=with_sync(
+            failure_handler(model, spec, seat, goto, chat_models), f"{seat.node} failed"
+        ),
         metadata={
             "moa_role": seat.role,
             "moa_layer": seat.layer,
@@ -71,7 +72,7 @@ def build_graph(
     after_last = REVIEW if spec.review else AGGREGATOR
     for k, models in enumerate(spec.layers, 1):
         entry, reducer = f"layer_{k}", f"layer_{k}/aggregate"
-        graph.add_node(entry, layer_entry(k, spec), metadata={"moa_layer": k})
+        graph.add_node(entry, with_sync(layer_entry(k, spec), entry), metadata={"moa_layer": k})
         graph.add_edge(previous, entry)
         for model in models:
             seat = Seat(
@@ -84,7 +85,9 @@ def build_graph(
             _add_model(graph, model, spec, seat, reducer, chat_models)
             graph.add_edge(entry, seat.node)
             graph.add_edge(seat.node, reducer)
-        graph.add_node(reducer, layer_reducer(k, spec), metadata={"moa_layer": k})
+        graph.add_node(
+            reducer, with_sync(layer_reducer(k, spec), reducer), metadata={"moa_layer": k}
+        )
         previous = reducer
         nxt = f"layer_{k + 1}" if k < len(spec.layers) else after_last
         if spec.aggregator.fallback is not None:
@@ -97,7 +100,7 @@ def build_graph(
     else:
         graph.add_edge(previous, after_last)
     if spec.review:
-        graph.add_node(REVIEW, review)
+        graph.add_node(REVIEW, with_sync(review, REVIEW))
         graph.add_edge(REVIEW, AGGREGATOR)
     seat = Seat(node=AGGREGATOR, layer=final_layer, role="aggregator", references=True)
     _add_model(graph, spec.aggregator, spec, seat, END, chat_models)

@@ -92,7 +92,7 @@ class ModelSpec(BaseModel):
         default_factory=dict, description="Extra keyword arguments for the chat model."
     )
     timeout: float | None = Field(
-        120.0, gt=0, description="Seconds one attempt may take (LangGraph node timeout)."
+        120.0, gt=0, description="Seconds one attempt may take (sync and async runs alike)."
     )
     retry: RetrySpec = Field(default_factory=RetrySpec)
     context_window: int | None = Field(

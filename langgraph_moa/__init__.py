@@ -30,6 +30,7 @@ _EXPORTS = {
         "InvalidInputError",
         "LayerFailedError",
         "MissingAPIKeyError",
+        "ModelTimeoutError",
         "ModelCallError",
         "MoAError",
         "SpecError",

@@ -39,6 +39,10 @@ class ModelCallError(MoAError):
         super().__init__(f"{model}: {reason}")
 
 
+class ModelTimeoutError(ModelCallError):
+    """One attempt took longer than the model's ``timeout``: retried, then recorded."""
+
+
 class EmptyResponseError(ModelCallError):
     """The provider answered 200 with no content: counted as a failure, retried."""
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
-from langgraph.errors import NodeError, NodeTimeoutError
+from langgraph.errors import NodeError
 from langgraph.runtime import Runtime
 from langgraph.types import Command, RetryPolicy
 from langgraph_moa.graphs.models import get_chat_model
@@ -33,6 +33,7 @@ from langgraph_moa.errors import (
     EmptyResponseError,
     MoAError,
     ModelCallError,
+    ModelTimeoutError,
 )
 
 
@@ -79,8 +80,6 @@ def describe(exc: BaseException) -> str:
     """A one-line, secret-free reason for a failure."""
     import openai
 
-    if isinstance(exc, NodeTimeoutError):
-        return f"timed out after {exc.elapsed:.1f}s"
     if isinstance(exc, StragglerCut):
         return "cut by the layer deadline"
     if isinstance(exc, openai.APIStatusError):
@@ -251,9 +250,20 @@ async def _answer(
 ) -> tuple[AIMessageChunk, Call]:
     """Prepare, call, and on a context-length 400 retry once with a tighter budget."""
     messages, truncated = prepare_messages(state, model, spec, seat)
-    work = _stream(model, messages, seat, runtime, chat_models)
+
+    async def call() -> tuple[AIMessageChunk, float, float | None]:
+        work = _stream(model, messages, seat, runtime, chat_models)
+        if model.timeout:
+            work = asyncio.wait_for(work, model.timeout)
+        try:
+            return await (clock.run(work) if clock else work)
+        except asyncio.TimeoutError:
+            raise ModelTimeoutError(
+                str(model.name), f"timed out after {model.timeout:g}s"
+            ) from None
+
     try:
-        message, latency, ttft = await (clock.run(work) if clock else work)
+        message, latency, ttft = await call()
     except Exception as exc:
         if not (_is_context_length(exc) and seat.references):
             raise
@@ -262,8 +272,7 @@ async def _answer(
         )
         _emit(runtime, "call_refit", seat, model, window=window)
         messages, truncated = prepare_messages(state, model, spec, seat, window=window)
-        work = _stream(model, messages, seat, runtime, chat_models)
-        message, latency, ttft = await (clock.run(work) if clock else work)
+        message, latency, ttft = await call()
     record = _record(
         model,
         seat,
@@ -305,12 +314,10 @@ def model_node(
         if info:
             _attempts[(info.checkpoint_id, seat.node)] = attempt
         clock = _clock(spec, seat, runtime)
-        _emit(runtime, "call_started", seat, model, attempt=attempt)
-        try:
-            message, record = await _answer(
-                state, model, spec, seat, runtime, clock, attempt, chat_models
-            )
-        except StragglerCut:
+
+        def cut() -> dict[str, Any]:
+            if info:
+                _attempts.pop((info.checkpoint_id, seat.node), None)
             record = _record(
                 model, seat, "cut", attempts=attempt, error="cut by the layer deadline"
             )
@@ -318,6 +325,14 @@ def model_node(
             if clock:
                 clock.report(False)
             return {"calls": [record]}
+
+        _emit(runtime, "call_started", seat, model, attempt=attempt)
+        try:
+            message, record = await _answer(
+                state, model, spec, seat, runtime, clock, attempt, chat_models
+            )
+        except StragglerCut:
+            return cut()
         except Exception as exc:
             retry = should_retry(exc) and attempt < model.retry.max_attempts
             _emit(
@@ -331,12 +346,22 @@ def model_node(
             )
             wait = _retry_after(exc)
             if retry and wait:
-                await asyncio.sleep(
+                pause = asyncio.sleep(
                     max(0.0, min(wait, model.retry.max_retry_after) - model.retry.initial_interval)
                 )
+                try:  # the layer deadline also ends a Retry-After wait
+                    await (clock.run(pause) if clock else pause)
+                except StragglerCut:
+                    return cut()
             raise
+        if info:
+            _attempts.pop((info.checkpoint_id, seat.node), None)
         if clock:
             clock.report(True, record["latency_s"])
+        if seat.role == "aggregator" and not seat.references and state.get("fallback_reason"):
+            # The aggregator's fallback answering the user directly because a layer failed.
+            record["status"] = "fallback"
+            record["error"] = f"{state['fallback_reason']}; {model.name} answered"
         _emit(
             runtime,
             "call_finished",
@@ -369,7 +394,7 @@ def failure_handler(
     async def handle(state: MoAState, error: NodeError, runtime: Runtime[Context]) -> Command:
         info = runtime.execution_info
         attempts = _attempts.pop((info.checkpoint_id, seat.node), 1) if info else 1
-        status: CallStatus = "timeout" if isinstance(error.error, NodeTimeoutError) else "failed"
+        status: CallStatus = "timeout" if isinstance(error.error, ModelTimeoutError) else "failed"
         reason = describe(error.error)
         _emit(runtime, "call_failed", seat, model, error=reason, attempts=attempts)
         fallback = model.fallback

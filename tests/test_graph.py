@@ -110,3 +110,24 @@ async def test_compiling_needs_no_key_and_no_network(monkeypatch):
     graph = create_moa(preset="moa")  # would fail if a client or key were needed here
     assert graph.name == "moa"
     await asyncio.sleep(0)
+
+
+def test_sync_invoke_and_stream_work_and_stay_parallel():
+    from langgraph_moa.testing import RecordingChatModel
+
+    fakes = {n: RecordingChatModel(name=n, delay=0.3) for n in ["a", "b", "c", "agg"]}
+    model = lambda n: {"name": n, "model": f"openai:{n}", "base_url": "http://127.0.0.1:9"}  # noqa: E731
+    graph = create_moa(
+        {"layers": [[model("a"), model("b"), model("c")]], "aggregator": model("agg")},
+        chat_models=fakes,
+    )
+    start = time.perf_counter()
+    out = graph.invoke({"messages": [("user", "Q?")]})
+    assert out["answer"] == "agg: Q?"
+    assert time.perf_counter() - start < 3 * 0.3  # 2 x 0.3 s when the layer runs in parallel
+    tokens = [
+        chunk[0].content
+        for mode, chunk in graph.stream({"messages": [("user", "Q2?")]}, stream_mode=["messages"])
+        if chunk[1]["langgraph_node"] == "aggregator"
+    ]
+    assert "".join(tokens) == "agg: Q2?"
