@@ -67,13 +67,13 @@ def build_graph(
     graph = StateGraph(
         MoAState, context_schema=Context, input_schema=InputState, output_schema=OutputState
     )
-    previous = START
     final_layer = len(spec.layers) + 1
     after_last = REVIEW if spec.review else AGGREGATOR
     for k, models in enumerate(spec.layers, 1):
         entry, reducer = f"layer_{k}", f"layer_{k}/aggregate"
         graph.add_node(entry, with_sync(layer_entry(k, spec), entry), metadata={"moa_layer": k})
-        graph.add_edge(previous, entry)
+        if k == 1:
+            graph.add_edge(START, entry)
         for model in models:
             seat = Seat(
                 node=f"layer_{k}/{model.name}",
@@ -88,17 +88,16 @@ def build_graph(
         graph.add_node(
             reducer, with_sync(layer_reducer(k, spec), reducer), metadata={"moa_layer": k}
         )
-        previous = reducer
         nxt = f"layer_{k + 1}" if k < len(spec.layers) else after_last
-        if spec.aggregator.fallback is not None:
+        if spec.aggregator.fallback is None:
+            graph.add_edge(reducer, nxt)
+        else:  # a layer below its quorum goes to the fallback instead
             graph.add_conditional_edges(reducer, route_after_layer(nxt), [nxt, FALLBACK])
     if spec.aggregator.fallback is not None:
-        # Every answer of a layer failed: the aggregator's fallback answers the user directly.
+        # A whole layer failed: the aggregator's fallback answers the user directly.
         seat = Seat(node=FALLBACK, layer=final_layer, role="aggregator", references=False)
         _add_model(graph, spec.aggregator.fallback, spec, seat, END, chat_models)
         graph.add_edge(FALLBACK, END)
-    else:
-        graph.add_edge(previous, after_last)
     if spec.review:
         graph.add_node(REVIEW, with_sync(review, REVIEW))
         graph.add_edge(REVIEW, AGGREGATOR)

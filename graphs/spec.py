@@ -170,7 +170,8 @@ class MoASpec(BaseModel):
         None, gt=0, description="...or this factor x the median latency of the finished ones."
     )
     strip_patterns: list[str] = Field(
-        default_factory=lambda: [r"<think>.*?</think>", r"<thinking>.*?</thinking>"],
+        # An answer cut at max_tokens may never close its reasoning block: strip to the end.
+        default_factory=lambda: [r"<think>.*?(?:</think>|\Z)", r"<thinking>.*?(?:</thinking>|\Z)"],
         description="Regexes removed from answers before they become references (reasoning).",
     )
     review: bool = Field(

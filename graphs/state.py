@@ -65,12 +65,12 @@ class OutputState(TypedDict):
     references: list[str]
     answers: Annotated[dict[str, str], merge_answers]
     calls: Annotated[list[Call], operator.add]
+    fallback_reason: NotRequired[str]
+    """Set when a whole layer failed and the aggregator's fallback answered the user."""
 
 
 class MoAState(OutputState):
     """Full graph state. ``references`` is the previous layer's answers in spec order."""
-
-    fallback_reason: NotRequired[str]
 
 
 @dataclass(kw_only=True)

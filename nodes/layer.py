@@ -57,6 +57,7 @@ def layer_entry(layer: int, spec: MoASpec):
             "calls": Overwrite([]),
             "references": [],
             "answer": "",
+            "fallback_reason": "",
         }
 
     return enter
@@ -95,7 +96,7 @@ def layer_reducer(layer: int, spec: MoASpec):
         failures = {
             c["model"]: c["error"] or c["status"]
             for c in state.get("calls") or []
-            if c["layer"] == layer and c["status"] != "ok"
+            if c["layer"] == layer and c["status"] in ("failed", "timeout", "cut")
         }
         error = LayerFailedError(layer, failures, spec.min_successful, len(references))
         if not can_fall_back:

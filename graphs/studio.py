@@ -1,0 +1,149 @@
+"""Graph factories for the LangGraph server (``langgraph dev``, LangGraph Platform) and Studio.
+
+``langgraph.json`` registers ``moa`` (the paper's 3-layer MoA preset, ``moa``) and ``moa_local``
+(the embedded, offline ``local`` preset). Both are *factories*: the preset decides the topology
+(how many layers, which proposers), so the server calls the factory for every run with the
+run's context and gets the matching graph. Choose per run (or per assistant) with the graph's
+context (``langgraph_moa.graphs.state.Context``)::
+
+    {"preset": "moa-lite"}                      # a built-in preset
+    {"spec": {"layers": [[...]], "aggregator": {...}}}   # a whole spec, as in a YAML file
+    {"temperature": 0.2, "max_tokens": 256}     # overrides for every model of the run
+
+Where the spec comes from, first match wins: the run context (``runtime.execution_runtime``),
+then ``config["configurable"]`` (the server mirrors an assistant's context there, so Studio's
+graph view and thread reads of an assistant follow its preset/spec), then the graph's default.
+A ``spec`` must be an object (no file paths from clients). Graphs are compiled without a
+checkpointer (the server provides one) and cached per spec.
+
+What Studio shows
+    * Graph view: ``__start__ -> layer_1 -> layer_1/<model> (parallel fan-out) ->
+      layer_1/aggregate -> layer_2 -> ... -> [review] -> aggregator -> __end__``. Model nodes
+      carry metadata ``moa_role`` (proposer | aggregator), ``moa_layer``, ``moa_model``,
+      ``moa_model_id``; these also tag every model run in the messages stream and in traces.
+    * Input: ``messages`` (the chat view writes here). Output: ``answer``, ``messages`` (the
+      conversation with the aggregator's reply appended), ``references`` (what the
+      aggregator read), ``answers`` (every proposer's text by node) and ``calls`` (one record
+      per model call: status, attempts, tokens, latency, TTFT, error).
+    * Assistant settings: the ``Context`` fields above (preset, spec, temperature, max_tokens).
+    * Streaming: every model's tokens (proposers' and the aggregator's, told apart by
+      ``langgraph_node`` / ``moa_role`` metadata), custom progress events (``layer_started``,
+      ``call_started``, ``call_finished``, ``call_error``, ``layer_finished``, ...) and per-node
+      updates. Threads keep the conversation, so a second turn sees the first answer.
+    * Human review: with ``"review": true`` in the spec the run pauses before the aggregator
+      (an interrupt carrying the references); resume with ``true`` to go on, or with a list of
+      strings to replace the references the aggregator reads.
+
+Security: a spec from a run may point a model at any ``base_url``, so the factory refuses a
+client-supplied spec that would send a server-side API key (``api_key_env`` or the provider's
+default variable) to a non-default endpoint, unless ``MOA_TRUST_RUN_SPECS=1`` is set.
+
+Tracing is LangSmith's usual opt-in (``LANGSMITH_TRACING=true`` + key in the environment);
+nothing here turns it on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from langgraph_moa.graphs.builder import build_graph
+from langgraph_moa.graphs.spec import MoASpec, parse_spec, resolve_spec
+from langgraph_moa.graphs.state import Context
+from langgraph_sdk.runtime import ServerRuntime
+
+from langgraph_moa.errors import SpecError
+
+__all__ = ["graph_for", "moa", "moa_local", "spec_from_context"]
+
+_TRUST_ENV = "MOA_TRUST_RUN_SPECS"
+_URL_PARAMS = {"base_url", "openai_api_base", "api_base", "endpoint", "azure_endpoint", "host"}
+_CACHE: OrderedDict[tuple[str, str], CompiledStateGraph] = OrderedDict()
+_CACHE_SIZE = 32
+
+
+def _as_mapping(context: Any) -> Mapping[str, Any]:
+    if context is None:
+        return {}
+    if isinstance(context, Mapping):
+        return context
+    if dataclasses.is_dataclass(context) and not isinstance(context, type):
+        return {f.name: getattr(context, f.name) for f in dataclasses.fields(context)}
+    if hasattr(context, "model_dump"):
+        return context.model_dump()
+    return {}
+
+
+def _check_untrusted(spec: MoASpec) -> None:
+    """Refuse a client spec that would send a server-side key to an endpoint it chose."""
+    if os.environ.get(_TRUST_ENV) == "1":
+        return
+    for model in spec.models():
+        redirected = model.base_url or _URL_PARAMS.intersection(model.params)
+        if model.key_env and redirected:
+            raise SpecError(
+                f"model {model.name!r}: a run's spec may not send the server's "
+                f"{model.key_env} to a custom endpoint (set {_TRUST_ENV}=1 to allow)"
+            )
+
+
+def spec_from_context(
+    context: Any = None, configurable: Mapping[str, Any] | None = None, *, default: str
+) -> MoASpec:
+    """The spec a run asks for: ``context`` first, then ``configurable``, else ``default``."""
+    for source in (_as_mapping(context), configurable or {}):
+        spec, preset = source.get("spec"), source.get("preset")
+        if spec is None and preset is None:
+            continue
+        if spec is not None and not isinstance(spec, (Mapping, MoASpec)):
+            raise SpecError("context.spec must be an object (a whole spec), not a path")
+        if isinstance(spec, Mapping):
+            spec = parse_spec(dict(spec), source="context.spec")
+            _check_untrusted(spec)
+        return resolve_spec(spec, preset=preset)
+    return resolve_spec(None, preset=default)
+
+
+def graph_for(spec: MoASpec, name: str) -> CompiledStateGraph:
+    """The compiled graph (no checkpointer) for ``spec``, named ``name``; cached."""
+    key = (name, json.dumps(spec.model_dump(mode="json"), sort_keys=True))
+    graph = _CACHE.get(key)
+    if graph is None:
+        graph = build_graph(spec).compile(name=name)
+        _CACHE[key] = graph
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
+    return graph
+
+
+def _make(
+    name: str, default: str, config: RunnableConfig | None, runtime: Any
+) -> CompiledStateGraph:
+    execution = getattr(runtime, "execution_runtime", None)
+    context = execution.context if execution is not None else None
+    configurable = (config or {}).get("configurable") or {}
+    return graph_for(spec_from_context(context, configurable, default=default), name)
+
+
+def moa(
+    config: RunnableConfig | None = None,
+    runtime: ServerRuntime[Context] | None = None,
+) -> CompiledStateGraph:
+    """Graph ``moa``: the paper's MoA preset unless the run's context picks a preset/spec."""
+    return _make("moa", "moa", config, runtime)
+
+
+def moa_local(
+    config: RunnableConfig | None = None,
+    runtime: ServerRuntime[Context] | None = None,
+) -> CompiledStateGraph:
+    """Graph ``moa_local``: the embedded offline ``local`` preset (SmolLM2 on llama.cpp)."""
+    return _make("moa_local", "local", config, runtime)
