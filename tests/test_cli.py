@@ -103,3 +103,19 @@ def test_thread_continues_a_conversation(spec_file, tmp_path, server):
     assert out.returncode == 0, out.stderr
     roles = [m["role"] for m in server.log()[0]["messages"]]
     assert roles == ["user", "assistant", "user"]
+
+
+@pytest.mark.slow
+def test_embedded_default_answers_offline_with_progress():
+    """The README's first command: no key, no network, a real local model, under 30 s."""
+    import time
+
+    env = {k: "" for k in ("OPENAI_API_KEY", "TOGETHER_API_KEY")}
+    start = time.perf_counter()
+    out = moa("What is the capital of France?", env=env, timeout=120)
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.split()) >= 3  # a real sentence, not a canned string
+    assert "layer 2: 3/3 answers" in out.stderr and "aggregator [aggregator] done" in out.stderr
+    assert "[7 calls, 0 failed" in out.stderr
+    assert elapsed < 30, elapsed
