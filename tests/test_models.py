@@ -45,7 +45,7 @@ async def test_params_that_need_typed_chunks_keep_them():
             name="m",
             model="openai:m",
             base_url=srv.base_url,
-            params={"response_format": {"type": "text"}},
+            params={"include_response_headers": True},
         )
         model = get_chat_model(spec)
         assert "_process_response_data" not in vars(model.root_async_client)
