@@ -16,10 +16,17 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import CachePolicy
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec, resolve_spec
 from langgraph_moa.graphs.state import Context, InputState, MoAState, OutputState
 from langgraph_moa.nodes.layer import layer_entry, layer_reducer, review, route_after_layer
-from langgraph_moa.nodes.proposer import Seat, failure_handler, model_node, retry_policy
+from langgraph_moa.nodes.proposer import (
+    Seat,
+    cache_key,
+    failure_handler,
+    model_node,
+    retry_policy,
+)
 from langgraph_moa.nodes.sync import with_sync
 
 AGGREGATOR = "aggregator"
@@ -39,6 +46,9 @@ def _add_model(
         seat.node,
         with_sync(model_node(model, spec, seat, chat_models), seat.node),
         retry_policy=retry_policy(model),
+        cache_policy=CachePolicy(key_func=cache_key(model, spec, seat), ttl=spec.cache_ttl)
+        if spec.cache
+        else None,
         error_handler=with_sync(
             failure_handler(model, spec, seat, goto, chat_models), f"{seat.node} failed"
         ),

@@ -174,6 +174,12 @@ class MoASpec(BaseModel):
         default_factory=lambda: [r"<think>.*?(?:</think>|\Z)", r"<thinking>.*?(?:</thinking>|\Z)"],
         description="Regexes removed from answers before they become references (reasoning).",
     )
+    cache: bool = Field(
+        False,
+        description="Reuse answers for identical prompts (LangGraph CachePolicy); compile with a"
+        " cache, e.g. InMemoryCache or SqliteCache.",
+    )
+    cache_ttl: int | None = Field(None, gt=0, description="Seconds a cached answer stays valid.")
     review: bool = Field(
         False, description="Pause before the aggregator for human review (resume with Command)."
     )

@@ -118,7 +118,7 @@ def should_retry(exc: BaseException) -> bool:
 
     if isinstance(exc, ModelCallError):
         return exc.retryable
-    if isinstance(exc, (MoAError, ImportError)):
+    if isinstance(exc, (MoAError, ImportError, StragglerCut)):
         return False
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in (408, 409, 429) or exc.status_code >= 500
@@ -306,6 +306,18 @@ async def _answer(
     return message, record
 
 
+def cache_key(model: ModelSpec, spec: MoASpec, seat: Seat):
+    """CachePolicy key: what decides the answer (the model and the exact prompt it would get),
+    not the rest of the state (per-call records, other layers)."""
+
+    def key(state: MoAState) -> str:
+        messages, _ = prepare_messages(state, model, spec, seat)
+        prompt = [(m.type, m.text) for m in messages]
+        return json.dumps([model.model_dump(mode="json", exclude={"fallback"}), prompt])
+
+    return key
+
+
 def _strip_reasoning(text: str, spec: MoASpec) -> str:
     """``text`` without the spec's reasoning blocks (as the layer reducer removes them)."""
     for pattern in spec.strip_patterns:
@@ -341,16 +353,12 @@ def model_node(
             _attempts[(info.checkpoint_id, seat.node)] = attempt
         clock = _clock(spec, seat, runtime)
 
-        def cut() -> dict[str, Any]:
-            if info:
-                _attempts.pop((info.checkpoint_id, seat.node), None)
-            record = _record(
-                model, seat, "cut", attempts=attempt, error="cut by the layer deadline"
-            )
+        def cut() -> StragglerCut:
+            """Cuts raise (so a response cache never stores one); the handler records it."""
             _emit(runtime, "call_cut", seat, model)
             if clock:
                 clock.report(False)
-            return {"calls": [record]}
+            return StragglerCut()
 
         _emit(runtime, "call_started", seat, model, attempt=attempt)
         try:
@@ -358,7 +366,7 @@ def model_node(
                 state, model, spec, seat, runtime, clock, attempt, chat_models
             )
         except StragglerCut:
-            return cut()
+            raise cut() from None
         except Exception as exc:
             retry = should_retry(exc) and attempt < model.retry.max_attempts
             _emit(
@@ -378,7 +386,7 @@ def model_node(
                 try:  # the layer deadline also ends a Retry-After wait
                     await (clock.run(pause) if clock else pause)
                 except StragglerCut:
-                    return cut()
+                    raise cut() from None
             raise
         if info:
             _attempts.pop((info.checkpoint_id, seat.node), None)
@@ -420,6 +428,9 @@ def failure_handler(
     async def handle(state: MoAState, error: NodeError, runtime: Runtime[Context]) -> Command:
         info = runtime.execution_info
         attempts = _attempts.pop((info.checkpoint_id, seat.node), 1) if info else 1
+        if isinstance(error.error, StragglerCut):  # the layer went on without this one
+            record = _record(model, seat, "cut", attempts=attempts, error=describe(error.error))
+            return Command(goto=goto, update={"calls": [record]})
         status: CallStatus = "timeout" if isinstance(error.error, ModelTimeoutError) else "failed"
         reason = describe(error.error)
         _emit(runtime, "call_failed", seat, model, error=reason, attempts=attempts)

@@ -131,3 +131,21 @@ def test_sync_invoke_and_stream_work_and_stay_parallel():
         if chunk[1]["langgraph_node"] == "aggregator"
     ]
     assert "".join(tokens) == "agg: Q2?"
+
+
+async def test_response_cache_reuses_identical_prompts_only(srv):
+    from langgraph.cache.memory import InMemoryCache
+
+    srv.set_behavior("flaky", Behavior(always_status=500))
+    spec = spec_for(srv, [["a", "flaky"], ["a"]], cache=True)
+    spec["layers"][0][1]["retry"] = {"max_attempts": 1}
+    graph = create_moa(spec, cache=InMemoryCache())
+    first = await graph.ainvoke({"messages": [("user", "Q1")]})
+    assert len(srv.log()) == 4  # a, flaky (failed), layer-2 a, agg
+    srv.reset()
+    again = await graph.ainvoke({"messages": [("user", "Q1")]})
+    assert [r["model"] for r in srv.log()] == ["flaky"]  # a failure is never cached
+    assert again["answer"] == first["answer"] and again["references"] == first["references"]
+    srv.reset()
+    await graph.ainvoke({"messages": [("user", "Q2")]})
+    assert len(srv.log()) == 4  # a new question is a new prompt
