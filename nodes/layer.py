@@ -37,6 +37,13 @@ def validate_messages(messages: list[AnyMessage]) -> None:
         raise InvalidInputError("the question is empty")
 
 
+def strip_reasoning(text: str, spec: MoASpec) -> str:
+    """``text`` without the spec's reasoning blocks (``<think>``...): what others may read."""
+    for pattern in spec.strip_patterns:
+        text = re.sub(pattern, "", text, flags=re.S)
+    return text
+
+
 def layer_entry(layer: int, spec: MoASpec):
     """Entry of a proposer layer: the node every proposer of the layer fans out from."""
 
@@ -71,7 +78,6 @@ def layer_reducer(layer: int, spec: MoASpec):
     """
     models = spec.layers[layer - 1]
     nodes = [f"layer_{layer}/{m.name}" for m in models]
-    patterns = [re.compile(p, re.S) for p in spec.strip_patterns]
     can_fall_back = spec.aggregator.fallback is not None
 
     async def reduce(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -79,10 +85,7 @@ def layer_reducer(layer: int, spec: MoASpec):
         references = []
         for node in nodes:
             if node in answers:
-                text = answers[node]
-                for p in patterns:
-                    text = p.sub("", text)
-                references.append(text.strip())
+                references.append(strip_reasoning(answers[node], spec).strip())
         runtime.stream_writer(
             {
                 "event": "layer_finished",

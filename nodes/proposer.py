@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import Call, CallStatus, Context, MoAState
 from langgraph_moa.nodes import budget
 from langgraph_moa.nodes.deadline import LayerClock, StragglerCut, layer_clock
+from langgraph_moa.nodes.layer import strip_reasoning
 from langgraph_moa.prompts import inject_references, with_system_prompt
 
 from langgraph_moa.errors import (
@@ -290,7 +290,7 @@ async def _answer(
         _emit(runtime, "call_refit", seat, model, window=window)
         messages, truncated = prepare_messages(state, model, spec, seat, window=window)
         message, latency, ttft = await call()
-    if not _strip_reasoning(message.text, spec).strip():
+    if not strip_reasoning(message.text, spec).strip():
         raise EmptyResponseError(str(model.name), "empty response (only reasoning)")
     record = _record(
         model,
@@ -316,13 +316,6 @@ def cache_key(model: ModelSpec, spec: MoASpec, seat: Seat):
         return json.dumps([model.model_dump(mode="json", exclude={"fallback"}), prompt])
 
     return key
-
-
-def _strip_reasoning(text: str, spec: MoASpec) -> str:
-    """``text`` without the spec's reasoning blocks (as the layer reducer removes them)."""
-    for pattern in spec.strip_patterns:
-        text = re.sub(pattern, "", text, flags=re.S)
-    return text
 
 
 def _clock(spec: MoASpec, seat: Seat, runtime: Runtime[Context]) -> LayerClock | None:

