@@ -17,6 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import CachePolicy
+
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec, resolve_spec
 from langgraph_moa.graphs.state import Context, InputState, MoAState, OutputState
 from langgraph_moa.nodes.layer import layer_entry, layer_reducer, review, route_after_layer

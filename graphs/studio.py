@@ -53,12 +53,12 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
-from langgraph_moa.graphs.builder import build_graph
-from langgraph_moa.graphs.spec import MoASpec, parse_spec, resolve_spec
-from langgraph_moa.graphs.state import Context
 from langgraph_sdk.runtime import ServerRuntime
 
 from langgraph_moa.errors import SpecError
+from langgraph_moa.graphs.builder import build_graph
+from langgraph_moa.graphs.spec import MoASpec, parse_spec, resolve_spec
+from langgraph_moa.graphs.state import Context
 
 __all__ = ["graph_for", "moa", "moa_local", "spec_from_context"]
 

@@ -13,10 +13,10 @@ from typing import Any
 from langchain_core.messages import AnyMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, interrupt
-from langgraph_moa.graphs.spec import MoASpec
-from langgraph_moa.graphs.state import Context, MoAState
 
 from langgraph_moa.errors import InvalidInputError, LayerFailedError
+from langgraph_moa.graphs.spec import MoASpec
+from langgraph_moa.graphs.state import Context, MoAState
 
 _ROLES = {"human", "ai", "system", "tool"}
 

@@ -21,13 +21,6 @@ from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langgraph.errors import NodeError
 from langgraph.runtime import Runtime
 from langgraph.types import Command, RetryPolicy
-from langgraph_moa.graphs.models import get_chat_model
-from langgraph_moa.graphs.spec import MoASpec, ModelSpec
-from langgraph_moa.graphs.state import Call, CallStatus, Context, MoAState
-from langgraph_moa.nodes import budget
-from langgraph_moa.nodes.deadline import LayerClock, StragglerCut, layer_clock
-from langgraph_moa.nodes.layer import strip_reasoning
-from langgraph_moa.prompts import inject_references, with_system_prompt
 
 from langgraph_moa.errors import (
     ContextOverflowError,
@@ -36,6 +29,13 @@ from langgraph_moa.errors import (
     ModelCallError,
     ModelTimeoutError,
 )
+from langgraph_moa.graphs.models import get_chat_model
+from langgraph_moa.graphs.spec import MoASpec, ModelSpec
+from langgraph_moa.graphs.state import Call, CallStatus, Context, MoAState
+from langgraph_moa.nodes import budget
+from langgraph_moa.nodes.deadline import LayerClock, StragglerCut, layer_clock
+from langgraph_moa.nodes.layer import strip_reasoning
+from langgraph_moa.prompts import inject_references, with_system_prompt
 
 
 @dataclass(frozen=True)

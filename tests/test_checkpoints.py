@@ -24,8 +24,8 @@ import pytest
 import pytest_asyncio
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
-from langgraph_moa.graphs.builder import create_moa
 
+from langgraph_moa.graphs.builder import create_moa
 from langgraph_moa.testing import Behavior, OpenAIServer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,10 +13,10 @@ import time
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph_moa.graphs.builder import create_moa
-from langgraph_moa.nodes.budget import TRUNCATION_MARK
 
 from langgraph_moa.errors import LayerFailedError
+from langgraph_moa.graphs.builder import create_moa
+from langgraph_moa.nodes.budget import TRUNCATION_MARK
 from langgraph_moa.testing import Behavior
 
 Q = "What is 2+2?"

@@ -12,7 +12,6 @@ import traceback
 import pytest
 from langchain_core.messages import ChatMessage
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-from langgraph_moa.graphs.builder import create_moa
 
 from langgraph_moa.errors import (
     InvalidInputError,
@@ -21,6 +20,7 @@ from langgraph_moa.errors import (
     ModelCallError,
     SpecError,
 )
+from langgraph_moa.graphs.builder import create_moa
 from langgraph_moa.testing import Behavior
 
 SECRET = "sk-test-SECRET-1234567890abcdef"

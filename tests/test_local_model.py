@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
+
 from langgraph_moa.graphs import local
 from langgraph_moa.graphs.local import (
     ChatLocalLlama,

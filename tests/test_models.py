@@ -4,9 +4,9 @@ exactly the message LangChain would have built from the SDK's typed chunks."""
 from __future__ import annotations
 
 from langchain_openai import ChatOpenAI
+
 from langgraph_moa.graphs.models import aclose_clients, get_chat_model
 from langgraph_moa.graphs.spec import ModelSpec
-
 from langgraph_moa.testing import Behavior, OpenAIServer
 
 

@@ -20,14 +20,14 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.store.memory import InMemoryStore
 from langgraph.types import Command
-from langgraph_moa.graphs import studio
-from langgraph_moa.graphs.builder import create_moa
-from langgraph_moa.graphs.spec import load_preset
-from langgraph_moa.graphs.state import Context
 from langgraph_sdk.runtime import _ExecutionRuntime, _ReadRuntime
 from typing_extensions import TypedDict
 
 from langgraph_moa.errors import SpecError
+from langgraph_moa.graphs import studio
+from langgraph_moa.graphs.builder import create_moa
+from langgraph_moa.graphs.spec import load_preset
+from langgraph_moa.graphs.state import Context
 from langgraph_moa.testing import Behavior
 
 ROOT = Path(__file__).resolve().parents[1]

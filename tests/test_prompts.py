@@ -6,9 +6,9 @@ import copy
 
 import pytest
 from langchain_core.messages import convert_to_openai_messages
+
 from langgraph_moa.graphs.builder import create_moa
 from langgraph_moa.prompts import AGGREGATE_PROMPT, inject_references
-
 from langgraph_moa.testing import RecordingChatModel
 
 PAPER_TEXT = (

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from langgraph_moa.graphs.spec import load_preset, load_spec, parse_spec, preset_names
 
 from langgraph_moa.errors import MissingAPIKeyError, SpecError
+from langgraph_moa.graphs.spec import load_preset, load_spec, parse_spec, preset_names
 
 PAPER_PROPOSERS = [
     "Qwen/Qwen1.5-110B-Chat",
