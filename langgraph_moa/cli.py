@@ -242,6 +242,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except MoAError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if exc.partial and exc.partial.get("answers"):
+            if getattr(args, "json", False):  # nothing computed is lost: hand it over
+                calls = exc.partial.get("calls") or []
+                out = {"error": str(exc), **exc.partial, "totals": totals(calls)}
+                print(json.dumps(out, indent=2, ensure_ascii=False))
+            else:
+                print(
+                    f"({len(exc.partial['answers'])} proposer answers were computed;"
+                    " --json prints them)",
+                    file=sys.stderr,
+                )
         return 2
     except Exception as exc:  # one line, no traceback: the CLI's promise
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 
 class MoAError(Exception):
-    """Base class of every error langgraph-moa raises on purpose."""
+    """Base class of every error langgraph-moa raises on purpose.
+
+    ``partial`` holds what the run had computed when it failed (``answers``, ``references``,
+    ``calls``), so an error never loses an answer, with or without a checkpointer.
+    """
+
+    partial: dict | None = None
 
 
 class SpecError(MoAError, ValueError):

@@ -37,6 +37,11 @@ def validate_messages(messages: list[AnyMessage]) -> None:
         raise InvalidInputError("the question is empty")
 
 
+def computed(state: MoAState) -> dict[str, Any]:
+    """What a failing run had computed, for ``MoAError.partial``."""
+    return {k: state.get(k) for k in ("answers", "references", "calls")}
+
+
 def strip_reasoning(text: str, spec: MoASpec) -> str:
     """``text`` without the spec's reasoning blocks (``<think>``...): what others may read."""
     for pattern in spec.strip_patterns:
@@ -103,6 +108,7 @@ def layer_reducer(layer: int, spec: MoASpec):
         }
         error = LayerFailedError(layer, failures, spec.min_successful, len(references))
         if not can_fall_back:
+            error.partial = computed(state)
             raise error
         return {"references": references, "fallback_reason": str(error)}
 

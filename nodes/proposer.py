@@ -34,7 +34,7 @@ from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import Call, CallStatus, Context, MoAState
 from langgraph_moa.nodes import budget
 from langgraph_moa.nodes.deadline import LayerClock, StragglerCut, layer_clock
-from langgraph_moa.nodes.layer import strip_reasoning
+from langgraph_moa.nodes.layer import computed, strip_reasoning
 from langgraph_moa.prompts import inject_references, with_system_prompt
 
 
@@ -446,7 +446,9 @@ def failure_handler(
                     clock.report(True, record["latency_s"])
             return Command(goto=goto, update=_result(seat, message, record))
         if seat.role == "aggregator":
-            raise ModelCallError(str(model.name), reason, retryable=False) from error.error
+            failure = ModelCallError(str(model.name), reason, retryable=False)
+            failure.partial = computed(state)
+            raise failure from error.error
         clock = _clock(spec, seat, runtime)
         if clock:
             clock.report(False)

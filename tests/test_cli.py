@@ -119,3 +119,20 @@ def test_embedded_default_answers_offline_with_progress():
     assert "layer 2: 3/3 answers" in out.stderr and "aggregator [aggregator] done" in out.stderr
     assert "[7 calls, 0 failed" in out.stderr
     assert elapsed < 30, elapsed
+
+
+def test_failed_run_still_prints_what_was_computed(tmp_path):
+    with OpenAIServer({"agg": Behavior(always_status=500)}) as srv:
+        model = lambda n: {  # noqa: E731
+            "name": n,
+            "model": f"openai:{n}",
+            "base_url": srv.base_url,
+            "retry": {"max_attempts": 1},
+        }
+        path = tmp_path / "spec.yaml"
+        path.write_text(yaml.safe_dump({"layers": [[model("a")]], "aggregator": model("agg")}))
+        out = moa("--spec", str(path), "--json", "Q?")
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: agg: HTTP 500")
+    result = json.loads(out.stdout)
+    assert result["references"] == ["a says: Q?"] and result["error"].startswith("agg:")

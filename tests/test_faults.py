@@ -518,3 +518,16 @@ async def test_failed_first_layer_with_fallback_skips_later_layers(server, model
     called = [r["model"] for r in server.log()]
     assert called.count("fb") == 1 and not {"c", "d", "agg"} & set(called)
     assert out["answer"] == f"fb says: {Q}" and "layer 1 failed" in out["fallback_reason"]
+
+
+async def test_a_failed_run_keeps_what_it_computed(server, model):
+    """No checkpointer, the aggregator fails for good: the answers travel with the error."""
+    from langgraph_moa.errors import ModelCallError
+
+    server.set_behavior("agg", Behavior(always_status=500))
+    spec = {"layers": [[model("a"), model("b")]], "aggregator": model("agg")}
+    with pytest.raises(ModelCallError) as info:
+        await create_moa(spec).ainvoke({"messages": [("user", Q)]})
+    partial = info.value.partial
+    assert partial["references"] == [f"a says: {Q}", f"b says: {Q}"]
+    assert set(partial["answers"]) == {"layer_1/a", "layer_1/b"}
