@@ -114,6 +114,13 @@ class ModelSpec(BaseModel):
             )
         return value
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_node_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][\w.\-]*", value):
+            raise ValueError(f"{value!r}: use letters, digits, '.', '_', '-' (it names a node)")
+        return value
+
     @field_validator("params")
     @classmethod
     def _no_secret_params(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -217,8 +224,6 @@ class MoASpec(BaseModel):
                 if model.name in seen:
                     where = f"layer {i + 1}" if i < len(self.layers) else "aggregator"
                     raise ValueError(f"duplicate model name {model.name!r} in {where}")
-                if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*", model.name):
-                    raise ValueError(f"model name {model.name!r}: use letters, digits, . _ -")
                 seen.add(model.name)
             for model in group:
                 if model.name is None:
