@@ -131,6 +131,8 @@ def _db_path(args: argparse.Namespace) -> Path:
 async def _run(args: argparse.Namespace) -> int:
     from contextlib import AsyncExitStack
 
+    from langgraph.types import Command
+
     from langgraph_moa.graphs.builder import build_graph
     from langgraph_moa.graphs.models import aclose_clients
     from langgraph_moa.graphs.state import Context
@@ -159,7 +161,9 @@ async def _run(args: argparse.Namespace) -> int:
             state = await graph.aget_state(config)
             if not state.next:
                 raise MoAError(f"thread {args.thread!r} has no unfinished run: ask a question")
-            payload = None
+            # A review pause is approved as is; a crashed run simply continues.
+            paused = any(task.interrupts for task in state.tasks)
+            payload = Command(resume=True) if paused else None
             print(f"resuming thread {args.thread} at {', '.join(state.next)}", file=sys.stderr)
         context = Context(temperature=args.temperature, max_tokens=args.max_tokens)
         progress = Progress(not args.quiet and not args.json)

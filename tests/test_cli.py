@@ -136,3 +136,21 @@ def test_failed_run_still_prints_what_was_computed(tmp_path):
     assert out.stderr.startswith("error: agg: HTTP 500")
     result = json.loads(out.stdout)
     assert result["references"] == ["a says: Q?"] and result["error"].startswith("agg:")
+
+
+def test_review_pause_then_resume_from_the_thread(tmp_path, server):
+    model = lambda n: {"name": n, "model": f"openai:{n}", "base_url": server.base_url}  # noqa: E731
+    path = tmp_path / "review.yaml"
+    path.write_text(
+        yaml.safe_dump({"layers": [[model("a")]], "aggregator": model("agg"), "review": True})
+    )
+    db = str(tmp_path / "threads.sqlite")
+    paused = moa("--spec", str(path), "--thread", "r", "--db", db, "-q", "Q?")
+    assert paused.returncode == 2
+    assert "the run paused; resume it with: moa run --thread r" in paused.stderr
+    resumed = moa("run", "--spec", str(path), "--thread", "r", "--db", db, "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming thread r at review" in resumed.stderr
+    assert resumed.stdout.strip() == "agg says: Q?"
+    again = moa("run", "--spec", str(path), "--thread", "r", "--db", db, "-q")
+    assert again.returncode == 2 and "has no unfinished run" in again.stderr
