@@ -168,7 +168,7 @@ async def _run(args: argparse.Namespace) -> int:
         context = Context(temperature=args.temperature, max_tokens=args.max_tokens)
         progress = Progress(not args.quiet and not args.json)
         final: dict[str, Any] = {}
-        streamed = False
+        streamed: str | None = None  # id of the answer message being printed
         try:
             async for mode, chunk in graph.astream(
                 payload, config, context=context, stream_mode=["custom", "messages", "values"]
@@ -178,9 +178,12 @@ async def _run(args: argparse.Namespace) -> int:
                 elif mode == "messages" and args.stream and not args.json:
                     token, meta = chunk
                     if meta.get("langgraph_node") in FINAL_NODES and token.text:
-                        if not streamed:
+                        if streamed is None:
                             print(file=sys.stderr)
-                        streamed = True
+                        elif token.id != streamed:  # the stream broke; a retry starts over
+                            print(flush=True)
+                            print("[answer stream restarted after an error]", file=sys.stderr)
+                        streamed = token.id
                         print(token.text, end="", flush=True)
                 elif mode == "values":
                     final = chunk
@@ -190,7 +193,7 @@ async def _run(args: argparse.Namespace) -> int:
         if args.thread:
             raise MoAError(f"the run paused; resume it with: moa run --thread {args.thread}")
         raise MoAError("the run ended without an answer")
-    _print_result(final, args, streamed)
+    _print_result(final, args, streamed is not None)
     return 0
 
 

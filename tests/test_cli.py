@@ -154,3 +154,19 @@ def test_review_pause_then_resume_from_the_thread(tmp_path, server):
     assert resumed.stdout.strip() == "agg says: Q?"
     again = moa("run", "--spec", str(path), "--thread", "r", "--db", db, "-q")
     assert again.returncode == 2 and "has no unfinished run" in again.stderr
+
+
+def test_stream_says_when_the_answer_stream_restarts(tmp_path):
+    with OpenAIServer({"agg": Behavior(drop_mid_stream_first=1, tokens=6)}) as srv:
+        model = lambda n: {  # noqa: E731
+            "name": n,
+            "model": f"openai:{n}",
+            "base_url": srv.base_url,
+            "retry": {"jitter": False, "initial_interval": 0.01},
+        }
+        path = tmp_path / "spec.yaml"
+        path.write_text(yaml.safe_dump({"layers": [[model("a")]], "aggregator": model("agg")}))
+        out = moa("--spec", str(path), "--stream", "Q?")
+    assert out.returncode == 0, out.stderr
+    assert "[answer stream restarted after an error]" in out.stderr
+    assert out.stdout.splitlines()[-1] == "agg says: Q? w4 w5 w6"  # the clean, complete answer
