@@ -83,9 +83,6 @@ def _build(spec: ModelSpec, loop: asyncio.AbstractEventLoop | None) -> BaseChatM
     key = _api_key(spec)
     if spec.provider in _OPENAI_COMPATIBLE:
         kwargs.update(max_retries=0, stream_usage=True)
-        if spec.timeout:
-            # Backstop for sync runs; async runs are bounded by the node's TimeoutPolicy.
-            kwargs["timeout"] = spec.timeout + 1.0
         if key is not None:
             kwargs["api_key"] = key
         if spec.base_url:

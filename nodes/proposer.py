@@ -1,9 +1,10 @@
 """One model call per node. Proposers, the aggregator and fallbacks all run this code; the
 only thing that differs between them is the ``ModelSpec`` and the ``Seat`` they were built with.
 
-A node raises on failure so LangGraph's ``RetryPolicy`` and ``TimeoutPolicy`` handle it; once
-retries are spent, the node's error handler (LangGraph's ``error_handler``) turns the failure
-into data (a ``Call`` record) or calls the model's fallback. A computed answer is written to
+A node bounds each attempt by the model's ``timeout`` and raises on failure, so LangGraph's
+``RetryPolicy`` decides what to retry; once retries are spent, the node's error handler
+(LangGraph's ``error_handler``) turns the failure into data (a ``Call`` record) or calls the
+model's fallback. A computed answer is written to
 state the moment its node returns, so a crash or a later failure never loses it.
 """
 
@@ -194,8 +195,8 @@ async def _stream(
         overrides["max_tokens"] = ctx.max_tokens
     config = {
         "run_name": seat.node,
+        # moa_* metadata comes from the node (add_node metadata) and is inherited.
         "tags": [f"moa:{seat.role}", f"moa:layer_{seat.layer}", f"moa:model:{model.name}"],
-        "metadata": {"moa_role": seat.role, "moa_layer": seat.layer, "moa_model": model.name},
     }
     start = time.perf_counter()
     ttft = None
