@@ -25,7 +25,7 @@ AGGREGATE_PROMPT = (Path(__file__).resolve().parents[1] / "prompts" / "aggregate
 
 POOL_MAX_CONNECTIONS = 2048
 POOL_MAX_KEEPALIVE = 512
-"""Same limits as ``graphs/models.py``: 6 proposers x 256 runs = 1536 requests in flight,
+"""Same limits as ``models/factory.py``: 6 proposers x 256 runs = 1536 requests in flight,
 more than the SDK's default ``max_connections=1000``; equal pools keep the comparison about
 the framework, not the pool size."""
 
@@ -47,7 +47,7 @@ def make_client(
     """One shared client. ``transport``: "aiohttp" (``openai.DefaultAioHttpClient``) or
     "httpx" (the SDK's default httpx pool, default limits). ``dict_chunks``: stream chunks
     as the decoded JSON dicts instead of ``ChatCompletionChunk`` models (the shortcut
-    ``graphs/models.py`` takes), so framework overhead can be measured like for like."""
+    ``models/factory.py`` takes), so framework overhead can be measured like for like."""
     if transport == "aiohttp":
         import httpx2
 

@@ -41,7 +41,7 @@ def rss_kb() -> int:
 
 def _ours(job: dict[str, Any]) -> tuple[RunOnce, Callable[[], Awaitable[None]], int]:
     from langgraph_moa.graphs.builder import create_moa
-    from langgraph_moa.graphs.models import aclose_clients
+    from langgraph_moa.models.factory import aclose_clients
 
     layers, agg = model_names(job["layers"], job["proposers"])
 

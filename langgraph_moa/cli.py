@@ -118,6 +118,10 @@ def totals(calls: list[dict[str, Any]]) -> dict[str, Any]:
         "cut": sum(c["status"] == "cut" for c in calls),
         "input_tokens": sum(c["input_tokens"] for c in calls),
         "output_tokens": sum(c["output_tokens"] for c in calls),
+        # None unless every call had a price: a partial sum would understate the cost.
+        "cost_usd": sum(c["cost_usd"] or 0.0 for c in calls)
+        if calls and all(c.get("cost_usd") is not None for c in calls)
+        else None,
     }
 
 
@@ -134,8 +138,8 @@ async def _run(args: argparse.Namespace) -> int:
     from langgraph.types import Command
 
     from langgraph_moa.graphs.builder import build_graph
-    from langgraph_moa.graphs.models import aclose_clients
     from langgraph_moa.graphs.state import Context
+    from langgraph_moa.models.factory import aclose_clients
 
     spec = _spec(args)
     question = " ".join(args.question).strip()

@@ -30,9 +30,9 @@ from langgraph_moa.errors import (
     ModelCallError,
     ModelTimeoutError,
 )
-from langgraph_moa.graphs.models import get_chat_model
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import Call, CallStatus, Context, MoAState
+from langgraph_moa.models.factory import get_chat_model
 from langgraph_moa.nodes import budget
 from langgraph_moa.nodes.deadline import LayerClock, StragglerCut, layer_clock
 from langgraph_moa.nodes.layer import computed, strip_reasoning
@@ -246,6 +246,7 @@ def _record(
         ttft_s=None if ttft is None else round(ttft, 4),
         error=error,
         truncated=truncated,
+        cost_usd=round(model.price.cost(tokens_in, tokens_out), 8) if model.price else None,
     )
 
 

@@ -37,7 +37,7 @@ async def open_saver(kind: str, conn: str):
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     from langgraph_moa.graphs.builder import create_moa
-    from langgraph_moa.graphs.models import aclose_clients
+    from langgraph_moa.models.factory import aclose_clients
 
     spec = json.loads(args.spec)
     config = {"configurable": {"thread_id": args.thread}}

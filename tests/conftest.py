@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from langgraph_moa.graphs.builder import create_moa
-from langgraph_moa.graphs.models import aclose_clients
+from langgraph_moa.models.factory import aclose_clients
 from langgraph_moa.testing import OpenAIServer
 
 FAST_RETRY = {"jitter": False, "initial_interval": 0.02, "backoff_factor": 1.5, "max_attempts": 3}

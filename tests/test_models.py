@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from langchain_openai import ChatOpenAI
 
-from langgraph_moa.graphs.models import aclose_clients, get_chat_model
 from langgraph_moa.graphs.spec import ModelSpec
+from langgraph_moa.models.factory import aclose_clients, get_chat_model
 from langgraph_moa.testing import Behavior, OpenAIServer
 
 

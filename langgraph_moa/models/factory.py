@@ -18,12 +18,11 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
-from langgraph_moa.graphs.spec import LOCAL_PROVIDER, ModelSpec
+from langgraph_moa.graphs.spec import ModelSpec
+from langgraph_moa.models.providers import LOCAL_PROVIDER, OPENAI_COMPATIBLE
 
 NO_KEY = "not-needed"
 """Placeholder key for keyless OpenAI-compatible servers (llama.cpp server, vLLM, Ollama)."""
-
-_OPENAI_COMPATIBLE = {"openai", "together", "langsmith"}
 
 _models: weakref.WeakKeyDictionary[Any, dict[str, BaseChatModel]] = weakref.WeakKeyDictionary()
 _sync_models: dict[str, BaseChatModel] = {}
@@ -66,7 +65,7 @@ def _aiohttp_pool(loop: asyncio.AbstractEventLoop, base_url: str) -> Any:
 
 def _build(spec: ModelSpec, loop: asyncio.AbstractEventLoop | None) -> BaseChatModel:
     if spec.provider == LOCAL_PROVIDER:
-        from langgraph_moa.graphs.local import ChatLocalLlama
+        from langgraph_moa.models.local import ChatLocalLlama
 
         return ChatLocalLlama(
             temperature=spec.temperature if spec.temperature is not None else 0.7,
@@ -81,7 +80,7 @@ def _build(spec: ModelSpec, loop: asyncio.AbstractEventLoop | None) -> BaseChatM
         **spec.params,
     }
     key = _api_key(spec)
-    if spec.provider in _OPENAI_COMPATIBLE:
+    if spec.provider in OPENAI_COMPATIBLE:
         kwargs.update(max_retries=0, stream_usage=True)
         if key is not None:
             kwargs["api_key"] = key
@@ -96,7 +95,7 @@ def _build(spec: ModelSpec, loop: asyncio.AbstractEventLoop | None) -> BaseChatM
             kwargs["base_url"] = spec.base_url
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     model = init_chat_model(spec.model_id, model_provider=spec.provider, **kwargs)
-    if spec.provider in _OPENAI_COMPATIBLE and loop is not None:
+    if spec.provider in OPENAI_COMPATIBLE and loop is not None:
         _tune_streaming(model, spec)
     return model
 
