@@ -11,14 +11,14 @@ import os
 import re
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from langgraph_moa.errors import MissingAPIKeyError, SpecError
 from langgraph_moa.models.providers import DEFAULT_KEY_ENV, LOCAL_PROVIDER, known_providers
-from langgraph_moa.prompts import AGGREGATE_PROMPT
+from langgraph_moa.prompts import AGGREGATE_PROMPT, InjectionMode
 
 
 class RetrySpec(BaseModel):
@@ -152,9 +152,12 @@ class MoASpec(BaseModel):
     aggregate_prompt: str = Field(
         AGGREGATE_PROMPT, description="Aggregate-and-Synthesize text (paper Table 1, verbatim)."
     )
-    injection: Literal["system", "assistant"] = Field(
+    injection: InjectionMode = Field(
         "system",
-        description="'system': as the reference implementation; 'assistant': as the seed snippet.",
+        description="'system': as the reference implementation; 'assistant': as the seed snippet"
+        " (an assistant turn after the conversation); 'assistant_before_question': that turn"
+        " before the last user turn (for providers that treat a trailing assistant message as"
+        " a prefill).",
     )
     min_successful: int = Field(
         1, ge=1, description="Quorum: answers a layer needs; fewer fails the layer."

@@ -17,7 +17,17 @@ from langchain_core.messages import AIMessage, AnyMessage, SystemMessage
 AGGREGATE_PROMPT: str = files(__name__).joinpath("aggregate.txt").read_text(encoding="utf-8")
 """The paper's Aggregate-and-Synthesize prompt, verbatim (ends with "Responses from models:")."""
 
-InjectionMode = Literal["system", "assistant"]
+InjectionMode = Literal["system", "assistant", "assistant_before_question"]
+"""Where the aggregate text goes (``MoASpec.injection``):
+
+- ``system``: the reference implementation (together-moa), the default.
+- ``assistant``: the seed snippet: an assistant turn *after* the conversation, so the model
+  answers right after the turn that holds the references (``[user, assistant(aggregate)]``).
+- ``assistant_before_question``: the same assistant turn placed just *before* the last user
+  turn, so the conversation still ends on the user's question. Kept for providers that read a
+  trailing assistant message as a prefill to continue (Anthropic does) rather than as a turn
+  to answer, and for chat templates that insist on ending with the user.
+"""
 
 
 def format_references(references: list[str], prompt: str = AGGREGATE_PROMPT) -> str:
@@ -34,12 +44,15 @@ def inject_references(
 ) -> list[AnyMessage]:
     """Return the messages a layer-2+ proposer or the aggregator receives.
 
-    ``mode="system"`` is the reference implementation. ``mode="assistant"`` reproduces the
-    seed snippet that hands the aggregate text over as an assistant turn, placed just before
-    the last user turn so the model still answers the user.
+    ``mode="system"`` is the reference implementation; ``mode="assistant"`` the seed snippet
+    (the aggregate text as an assistant turn after the conversation);
+    ``mode="assistant_before_question"`` that turn just before the last user turn (see
+    ``InjectionMode``).
     """
     text = format_references(references, prompt)
     if mode == "assistant":
+        return [*messages, AIMessage(content=text)]
+    if mode == "assistant_before_question":
         last_user = max(
             (i for i, m in enumerate(messages) if m.type == "human"), default=len(messages)
         )

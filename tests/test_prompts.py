@@ -95,14 +95,57 @@ async def test_each_layer_receives_reference_messages(with_system):
     assert out["answer"] == "judge: Name a prime."
 
 
-async def test_assistant_injection_mode_places_text_before_last_user_turn():
-    fakes = {n: RecordingChatModel(name=n) for n in ["a", "agg"]}
+def seed_snippet_messages(user_query: str, responses: list[str]) -> list[dict]:
+    """The seed snippet's construction (shared/seed-snippet.md), transcribed as the oracle;
+    its prompt constant is the paper text, as the project keeps it (see test above)."""
+    aggregate_prompt = PAPER_TEXT + "\n{responses}"
+    formatted = "\n".join([f"{i + 1}. {r}" for i, r in enumerate(responses)])
+    aggregate_content = aggregate_prompt.format(responses=formatted)
+    return [
+        {"role": "user", "content": user_query},
+        {"role": "assistant", "content": aggregate_content},
+    ]
+
+
+async def test_assistant_injection_reproduces_the_seed_snippet_every_layer():
+    """``injection: assistant`` sends exactly the snippet's ``[user, assistant(aggregate)]``,
+    rebuilt from the previous layer's answers for every later layer and the aggregator."""
+    names = ["qwen", "llama", "mixtral"]
+    fakes = {n: RecordingChatModel(name=n) for n in [*names, "agg"]}
+    layer = [{"name": n, "model": f"openai:{n}", "base_url": "http://127.0.0.1:9"} for n in names]
     spec = {
-        "layers": [[{"name": "a", "model": "openai:a", "base_url": "http://127.0.0.1:9"}]],
+        "layers": [layer, layer],
         "aggregator": {"name": "agg", "model": "openai:agg", "base_url": "http://127.0.0.1:9"},
         "injection": "assistant",
     }
-    await create_moa(spec, chat_models=fakes).ainvoke({"messages": [("user", "Q?")]})
+    query = "Explain the concept of mixture of experts."
+    out = await create_moa(spec, chat_models=fakes).ainvoke({"messages": [("user", query)]})
+
+    layer1 = [f"{n}: {query}" for n in names]
+    for n in names:
+        first, second = fakes[n].received
+        assert as_dicts(first) == [{"role": "user", "content": query}]
+        assert as_dicts(second) == seed_snippet_messages(query, layer1)
     (final,) = fakes["agg"].received
-    assert [m.type for m in final] == ["ai", "human"]
-    assert final[0].text == PAPER_TEXT + "\n1. a: Q?"
+    assert as_dicts(final) == seed_snippet_messages(query, layer1)
+    assert out["answer"] == f"agg: {query}"
+
+
+def test_assistant_before_question_keeps_the_user_turn_last():
+    from langchain_core.messages import convert_to_messages
+
+    conversation = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Q?"},
+    ]
+    got = as_dicts(
+        inject_references(
+            convert_to_messages(conversation), ["one"], mode="assistant_before_question"
+        )
+    )
+    assert got == [
+        *conversation[:2],
+        {"role": "assistant", "content": PAPER_TEXT + "\n1. one"},
+        conversation[2],
+    ]
