@@ -67,16 +67,19 @@ def build_graph(
     *,
     preset: str | None = None,
     chat_models: Mapping[str, BaseChatModel] | None = None,
+    context_schema: type[Context] = Context,
 ) -> StateGraph:
     """The MoA graph for ``spec`` (a ``MoASpec``, dict, YAML/JSON path) or ``preset``.
 
     ``chat_models`` maps model names to ready chat model instances (your own client, or a
     fake in tests); every other model is created from its spec on first use.
+    ``context_schema``: ``Context`` or a subclass with other defaults (the LangGraph server's
+    graphs stream proposers by default).
     """
     spec = resolve_spec(spec, preset=preset)
     chat_models = dict(chat_models or {})
     graph = StateGraph(
-        MoAState, context_schema=Context, input_schema=InputState, output_schema=OutputState
+        MoAState, context_schema=context_schema, input_schema=InputState, output_schema=OutputState
     )
     final_layer = len(spec.layers) + 1
     after_last = REVIEW if spec.review else AGGREGATOR

@@ -38,7 +38,8 @@ class Call(TypedDict):
     latency_s: float
     """Wall time of the successful (or last) attempt."""
     ttft_s: float | None
-    """Time to first token of that attempt."""
+    """Time to first token of that attempt; ``None`` when the call did not stream (nobody
+    read its tokens, so it was one non-streaming request)."""
     error: str | None
     """Why it failed, was cut, or needed its fallback."""
     truncated: int
@@ -87,6 +88,14 @@ class Context:
         default=None,
         metadata={"description": "Override every model's max_tokens for this run."},
     )
+    stream_proposers: bool = field(
+        default=False,
+        metadata={
+            "description": "Stream every proposer's tokens in stream_mode='messages' (the"
+            " aggregator's always stream there). Off by default: a caller watching the answer"
+            " does not pay for proposer tokens; the LangGraph server's graphs turn it on."
+        },
+    )
     preset: str | None = field(
         default=None,
         metadata={
@@ -97,4 +106,15 @@ class Context:
     spec: dict[str, Any] | None = field(
         default=None,
         metadata={"description": "A whole spec (as in a YAML/JSON file) instead of a preset."},
+    )
+
+
+@dataclass(kw_only=True)
+class ServerContext(Context):
+    """``Context`` of the LangGraph server's graphs (``langgraph dev``, Studio): watching every
+    proposer type side by side is the point there, so proposers stream by default."""
+
+    stream_proposers: bool = field(
+        default=True,
+        metadata={"description": "Stream every proposer's tokens (messages stream)."},
     )

@@ -27,8 +27,9 @@ What Studio shows
       per model call: status, attempts, tokens, latency, TTFT, error).
     * Assistant settings: the ``Context`` fields above (preset, spec, temperature, max_tokens).
     * Streaming: every model's tokens (proposers' and the aggregator's, told apart by
-      ``langgraph_node`` / ``moa_role`` metadata), custom progress events (``layer_started``,
-      ``call_started``, ``call_finished``, ``call_error``, ``layer_finished``, ...) and per-node
+      ``langgraph_node`` / ``moa_role`` metadata; proposers stream here by default,
+      ``{"stream_proposers": false}`` in the context turns that off), custom progress events
+      (``layer_started``, ``call_started``, ``call_finished``, ``call_error``, ``layer_finished``, ...) and per-node
       updates. Threads keep the conversation, so a second turn sees the first answer.
     * Human review: with ``"review": true`` in the spec the run pauses before the aggregator
       (an interrupt carrying the references); resume with ``true`` to go on, or with a list of
@@ -58,7 +59,7 @@ from langgraph_sdk.runtime import ServerRuntime
 from langgraph_moa.errors import SpecError
 from langgraph_moa.graphs.builder import build_graph
 from langgraph_moa.graphs.spec import MoASpec, parse_spec, resolve_spec
-from langgraph_moa.graphs.state import Context
+from langgraph_moa.graphs.state import Context, ServerContext
 from langgraph_moa.models.providers import URL_PARAMS
 
 __all__ = ["graph_for", "moa", "moa_local", "spec_from_context"]
@@ -115,7 +116,7 @@ def graph_for(spec: MoASpec, name: str) -> CompiledStateGraph:
     key = (name, json.dumps(spec.model_dump(mode="json"), sort_keys=True))
     graph = _CACHE.get(key)
     if graph is None:
-        graph = build_graph(spec).compile(name=name)
+        graph = build_graph(spec, context_schema=ServerContext).compile(name=name)
         _CACHE[key] = graph
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)

@@ -173,13 +173,19 @@ async def _run(args: argparse.Namespace) -> int:
         progress = Progress(not args.quiet and not args.json)
         final: dict[str, Any] = {}
         streamed: str | None = None  # id of the answer message being printed
+        # Ask only for what is shown: tokens with --stream, progress events unless quiet.
+        # A stream nobody reads makes every model call a plain, non-streaming request.
+        stream_answer = args.stream and not args.json
+        modes = ["values"]
+        modes += ["custom"] if progress.enabled else []
+        modes += ["messages"] if stream_answer else []
         try:
             async for mode, chunk in graph.astream(
-                payload, config, context=context, stream_mode=["custom", "messages", "values"]
+                payload, config, context=context, stream_mode=modes
             ):
                 if mode == "custom":
                     progress(chunk)
-                elif mode == "messages" and args.stream and not args.json:
+                elif mode == "messages":
                     token, meta = chunk
                     if meta.get("langgraph_node") in FINAL_NODES and token.text:
                         if streamed is None:

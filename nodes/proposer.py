@@ -17,8 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
+from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tracers._streaming import _StreamingCallbackHandler
+from langgraph.config import get_config
+from langgraph.constants import TAG_NOSTREAM
 from langgraph.errors import NodeError
 from langgraph.runtime import Runtime
 from langgraph.types import Command, RetryPolicy
@@ -173,44 +178,79 @@ def _emit(runtime: Runtime[Context], event: str, seat: Seat, model: ModelSpec, *
     )
 
 
-async def _stream(
+class _FirstToken(BaseCallbackHandler):
+    """Notes when the first token of a streamed call arrives (for ``Call.ttft_s``)."""
+
+    run_inline = True  # called in the event loop, no executor hop per token
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        if self.at is None and token:
+            self.at = time.perf_counter()
+
+
+def _streaming_callbacks(seat: Seat, ctx: Context | None) -> BaseCallbackManager | None:
+    """The node's callback manager if this call should stream, else None.
+
+    A call streams only for a listener: LangGraph attaches its messages-stream handler (a
+    ``_StreamingCallbackHandler``) only when the caller asked for ``stream_mode="messages"``,
+    and LangChain chat models stream under ``ainvoke`` exactly when such a handler is there.
+    Proposers additionally need ``Context.stream_proposers``: most callers watch the answer.
+    """
+    if seat.role == "proposer" and not (ctx is not None and ctx.stream_proposers):
+        return None
+    callbacks = get_config().get("callbacks")
+    if not isinstance(callbacks, BaseCallbackManager):
+        return None
+    if any(isinstance(h, _StreamingCallbackHandler) for h in callbacks.handlers):
+        return callbacks
+    return None
+
+
+async def _call_model(
     model: ModelSpec,
     messages: list[AnyMessage],
     seat: Seat,
     runtime: Runtime[Context],
     chat_models: Mapping[str, BaseChatModel],
-) -> tuple[AIMessageChunk, float, float | None]:
-    """Stream one completion; returns the merged message, latency and time to first token.
+) -> tuple[AIMessage, float, float | None]:
+    """One completion; returns the message, latency and time to first token (streamed only).
 
-    Always streaming gives a real TTFT for every call and lets ``stream_mode="messages"``
-    show tokens as they come; the merged chunk keeps one id, so LangGraph does not emit the
-    final message a second time.
+    ``ainvoke`` lets LangChain choose: with a streaming listener attached it streams (tokens
+    reach ``stream_mode="messages"`` as they come, merged into one message with one id, so
+    LangGraph does not emit it twice), otherwise it makes one non-streaming request, the
+    cheapest call there is. A proposer nobody watches is told so twice: ``stream=False``
+    (LangChain's opt-out) and the ``nostream`` tag (LangGraph's messages stream skips it).
     """
     chat = chat_models.get(str(model.name)) or get_chat_model(model)
     ctx = runtime.context
-    overrides = {}
+    kwargs: dict[str, Any] = {}
     if ctx is not None and ctx.temperature is not None:
-        overrides["temperature"] = ctx.temperature
+        kwargs["temperature"] = ctx.temperature
     if ctx is not None and ctx.max_tokens is not None:
-        overrides["max_tokens"] = ctx.max_tokens
-    config = {
-        "run_name": seat.node,
-        # moa_* metadata comes from the node (add_node metadata) and is inherited.
-        "tags": [f"moa:{seat.role}", f"moa:layer_{seat.layer}", f"moa:model:{model.name}"],
-    }
+        kwargs["max_tokens"] = ctx.max_tokens
+    tags = [f"moa:{seat.role}", f"moa:layer_{seat.layer}", f"moa:model:{model.name}"]
+    # moa_* metadata comes from the node (add_node metadata) and is inherited.
+    config: RunnableConfig = {"run_name": seat.node, "tags": tags}
+    first: _FirstToken | None = None
+    streaming = _streaming_callbacks(seat, ctx)
+    if streaming is not None:
+        first = _FirstToken()
+        callbacks = streaming.copy()
+        callbacks.add_handler(first, inherit=False)
+        config["callbacks"] = callbacks
+    elif seat.role == "proposer":
+        kwargs["stream"] = False
+        tags.append(TAG_NOSTREAM)
     start = time.perf_counter()
-    ttft = None
-    chunks: list[AIMessageChunk] = []
-    async for chunk in chat.astream(messages, config=config, **overrides):
-        if ttft is None and chunk.text:
-            ttft = time.perf_counter() - start
-        chunks.append(chunk)
+    message = await chat.ainvoke(messages, config=config, **kwargs)
     latency = time.perf_counter() - start
-    # One n-ary merge, not one per token (same result, a fraction of the CPU).
-    merged = chunks[0] + chunks[1:] if len(chunks) > 1 else (chunks[0] if chunks else None)
-    if merged is None or not merged.text.strip():
+    ttft = None if first is None or first.at is None else first.at - start
+    if not isinstance(message, AIMessage) or not message.text.strip():
         raise EmptyResponseError(str(model.name), "empty response (no content)")
-    return merged, latency, ttft
+    return message, latency, ttft
 
 
 def _record(
@@ -221,7 +261,7 @@ def _record(
     attempts: int,
     latency: float = 0.0,
     ttft: float | None = None,
-    message: AIMessageChunk | None = None,
+    message: AIMessage | None = None,
     error: str | None = None,
     truncated: int = 0,
     messages: list[AnyMessage] | None = None,
@@ -250,7 +290,7 @@ def _record(
     )
 
 
-def _result(seat: Seat, message: AIMessageChunk, record: Call) -> dict[str, Any]:
+def _result(seat: Seat, message: AIMessage, record: Call) -> dict[str, Any]:
     if seat.role == "proposer":
         return {"answers": {seat.node: message.text}, "calls": [record]}
     answer = AIMessage(content=message.text, id=message.id, usage_metadata=message.usage_metadata)
@@ -266,12 +306,12 @@ async def _answer(
     clock: LayerClock | None,
     attempts: int,
     chat_models: Mapping[str, BaseChatModel],
-) -> tuple[AIMessageChunk, Call]:
+) -> tuple[AIMessage, Call]:
     """Prepare, call, and on a context-length 400 retry once with a tighter budget."""
     messages, truncated = prepare_messages(state, model, spec, seat)
 
-    async def call() -> tuple[AIMessageChunk, float, float | None]:
-        work = _stream(model, messages, seat, runtime, chat_models)
+    async def call() -> tuple[AIMessage, float, float | None]:
+        work = _call_model(model, messages, seat, runtime, chat_models)
         if model.timeout:
             work = asyncio.wait_for(work, model.timeout)
         try:

@@ -93,6 +93,20 @@ def test_progress_on_stderr_and_streamed_answer_on_stdout(spec_file):
         assert line in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "streamed"),
+    [([], set()), (["--json"], set()), (["--stream"], {"agg"}), (["--stream", "-q"], {"agg"})],
+)
+def test_only_a_shown_answer_is_streamed(spec_file, server, flags, streamed):
+    """The CLI asks for the messages stream only with --stream, and then only the answer
+    streams: a run without it makes plain JSON requests (the server's log says)."""
+    server.reset()
+    out = moa("--spec", spec_file, *flags, "Q?")
+    assert out.returncode == 0, out.stderr
+    assert {r["model"] for r in server.log() if r["stream"]} == streamed
+    assert {r["model"] for r in server.log()} == {"a", "b", "agg"}
+
+
 def test_thread_continues_a_conversation(spec_file, tmp_path, server):
     db = str(tmp_path / "threads.sqlite")
     assert (

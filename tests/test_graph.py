@@ -9,6 +9,7 @@ import time
 import pytest
 
 from langgraph_moa.graphs.builder import build_graph, create_moa
+from langgraph_moa.graphs.state import Context
 from langgraph_moa.models.factory import aclose_clients
 from langgraph_moa.testing import Behavior, OpenAIServer
 
@@ -83,13 +84,65 @@ async def test_multi_turn_keeps_earlier_turns(srv):
     assert len(out["calls"]) == 3 and set(out["answers"]) == {"layer_1/a", "layer_1/b"}
 
 
-async def test_usage_and_ttft_recorded_per_call(srv):
+async def test_usage_recorded_per_call(srv):
     srv.set_default(Behavior(latency=0.1, token_delay=0.01, tokens=8))
     out = await create_moa(spec_for(srv, [["a"]])).ainvoke({"messages": [("user", "Q")]})
     for call in out["calls"]:
         assert call["status"] == "ok" and call["output_tokens"] == 8
-        assert call["input_tokens"] > 0
-        assert 0.1 <= call["ttft_s"] < call["latency_s"]
+        assert call["input_tokens"] > 0 and call["latency_s"] >= 0.1
+
+
+def _streamed(srv) -> dict[str, bool]:
+    """Model name -> whether every request for it asked for a stream (server's log)."""
+    seen: dict[str, set[bool]] = {}
+    for record in srv.requests:
+        seen.setdefault(record["model"], set()).add(bool(record["stream"]))
+    assert all(len(v) == 1 for v in seen.values()), seen
+    return {name: flags.pop() for name, flags in seen.items()}
+
+
+async def test_a_run_nobody_streams_makes_only_non_streaming_calls(srv):
+    """ainvoke reads no tokens: every request is a plain JSON completion, ttft_s is None."""
+    srv.set_default(Behavior(latency=0.05, token_delay=0.005, tokens=8))
+    out = await create_moa(spec_for(srv, [["a", "b"], ["a", "b"]])).ainvoke(
+        {"messages": [("user", "Q")]}
+    )
+    assert _streamed(srv) == {"a": False, "b": False, "agg": False}
+    assert len(srv.requests) == 5
+    assert all(c["ttft_s"] is None for c in out["calls"])
+    assert out["answer"].startswith("agg says")
+
+
+@pytest.mark.parametrize("stream_proposers", [False, True])
+async def test_messages_mode_streams_the_aggregator_and_proposers_on_request(
+    srv, stream_proposers
+):
+    srv.set_default(Behavior(latency=0.1, token_delay=0.01, tokens=8))
+    graph = create_moa(spec_for(srv, [["a", "b"]]))
+    tokens: dict[str, list[str]] = {}
+    final: dict = {}
+    async for mode, chunk in graph.astream(
+        {"messages": [("user", "Q")]},
+        stream_mode=["messages", "values"],
+        context=Context(stream_proposers=stream_proposers),
+    ):
+        if mode == "messages":
+            token, meta = chunk
+            tokens.setdefault(meta["langgraph_node"], []).append(token.text)
+        else:
+            final = chunk
+    assert _streamed(srv) == {"a": stream_proposers, "b": stream_proposers, "agg": True}
+    # The aggregator's answer arrives token by token, and exactly once.
+    assert "".join(tokens["aggregator"]) == final["answer"]
+    assert len([t for t in tokens["aggregator"] if t]) == 8
+    proposer_nodes = {"layer_1/a", "layer_1/b"}
+    assert proposer_nodes.issubset(tokens) == stream_proposers
+    for call in final["calls"]:
+        streamed = call["role"] == "aggregator" or stream_proposers
+        if streamed:
+            assert 0.1 <= call["ttft_s"] < call["latency_s"]
+        else:
+            assert call["ttft_s"] is None
 
 
 def test_graph_shape_reads_like_the_paper():

@@ -92,7 +92,8 @@ def test_factories_default_topologies_without_checkpointer():
     }
     # What Studio's assistant panel shows: the Context fields.
     props = local.get_context_jsonschema()["properties"]
-    assert set(props) == {"temperature", "max_tokens", "preset", "spec"}
+    assert set(props) == {"temperature", "max_tokens", "preset", "spec", "stream_proposers"}
+    assert props["stream_proposers"]["default"] is True  # Studio shows proposers typing
 
 
 def test_factory_builds_the_topology_the_run_context_asks_for(model):
@@ -161,6 +162,7 @@ async def test_stream_messages_custom_updates(server, model):
     async for mode, chunk in graph.astream(
         {"messages": [("user", QUESTION)]},
         stream_mode=["messages", "custom", "updates", "values"],
+        context=Context(stream_proposers=True),
     ):
         if mode == "messages":
             message, metadata = chunk
