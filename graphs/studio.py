@@ -30,7 +30,8 @@ What Studio shows
       ``langgraph_node`` / ``moa_role`` metadata; proposers stream here by default,
       ``{"stream_proposers": false}`` in the context turns that off), custom progress events
       (``layer_started``, ``call_started``, ``call_finished``, ``call_error``,
-      ``layer_finished``, ...) and per-node updates. Threads keep the conversation, so a second turn sees the first answer.
+      ``layer_finished``, ...) and per-node updates. Threads keep the conversation, so a
+      second turn sees the first answer.
     * Human review: with ``"review": true`` in the spec the run pauses before the aggregator
       (an interrupt carrying the references); resume with ``true`` to go on, or with a list of
       strings to replace the references the aggregator reads.
