@@ -44,8 +44,8 @@ EXPECTED = [
     "langgraph.graph.state.CompiledStateGraph[",
     "list[list[langgraph_moa.graphs.spec.ModelSpec]]",
     "langgraph_moa.graphs.spec.Price | None",
-    "builtins.bool",
-    "builtins.int",
+    '"bool"',
+    '"int"',
 ]
 
 
@@ -117,6 +117,7 @@ def test_user_mypy_sees_types_after_wheel_install(tmp_path: Path) -> None:
     Path(site, "deps.pth").write_text(ours + "\n")
     where = subprocess.run(
         [python, "-c", "import langgraph_moa; print(langgraph_moa.__file__)"],
+        cwd=tmp_path,
         check=True,
         capture_output=True,
         text=True,
