@@ -55,7 +55,9 @@ def _with_attempts(exc: BaseException, attempt: int) -> BaseException:
 
 
 NodeFunction = Callable[[MoAState, Runtime[Context]], Coroutine[Any, Any, dict[str, Any]]]
-HandlerFunction = Callable[[MoAState, NodeError, Runtime[Context]], Coroutine[Any, Any, Command[str]]]
+HandlerFunction = Callable[
+    [MoAState, NodeError, Runtime[Context]], Coroutine[Any, Any, Command[str]]
+]
 
 
 def model_node(
