@@ -94,7 +94,17 @@ class Judge:
         from langgraph_moa.models.factory import get_chat_model
 
         spec = self.spec
-        chat = get_chat_model(spec).with_retry(stop_after_attempt=spec.retry.max_attempts)
+        retry = spec.retry
+        # tenacity's wait_exponential_jitter; "multiplier" is its current name for "initial"
+        backoff: Any = {
+            "multiplier": retry.initial_interval,
+            "max": retry.max_interval,
+            "exp_base": retry.backoff_factor,
+            "jitter": 1.0 if retry.jitter else 0.0,
+        }
+        chat = get_chat_model(spec).with_retry(
+            stop_after_attempt=retry.max_attempts, exponential_jitter_params=backoff
+        )
         messages = [SystemMessage(system), HumanMessage(user)]
         start = time.perf_counter()
         record: dict[str, Any] = {"node": "judge", "model": spec.model, "status": "ok"}

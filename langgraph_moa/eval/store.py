@@ -21,6 +21,8 @@ class ResultStore:
         self.path = Path(path)
         self.header = header
         self.records: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            _drop_cut_line(self.path)
         if self.path.exists() and self.path.stat().st_size:
             old, self.records = read_results(self.path)
             self._check(old)
@@ -54,6 +56,15 @@ class ResultStore:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def _drop_cut_line(path: Path) -> None:
+    """Remove a last line a crash cut mid-write, so the next record starts on its own line
+    (that item simply runs again)."""
+    blob = path.read_bytes()
+    if blob and not blob.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(blob.rfind(b"\n") + 1)
 
 
 def read_results(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
