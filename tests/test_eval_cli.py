@@ -278,3 +278,35 @@ def test_bad_eval_input_fails_cleanly(tmp_path, srv, capsys) -> None:
     assert main(["eval", "gsm8k", "--spec", spec, "--data", str(bad)]) == 2
     assert "has no '#### N'" in capsys.readouterr().err
     assert srv.log() == []
+
+
+@pytest.mark.slow
+def test_mt_bench_with_the_embedded_model_as_answerer_and_judge(tmp_path, capsys) -> None:
+    """The whole pipeline offline: the ``local`` preset answers, SmolLM2 judges. Its
+    judgments are usually unparsable; the point is that they are recorded and counted."""
+    out = tmp_path / "local.jsonl"
+    args = [
+        "eval",
+        "mt-bench",
+        "--preset",
+        "local",
+        "--judge",
+        "local:smollm2",
+        "--judge-max-tokens",
+        "64",
+        "--question-ids",
+        "81",
+        "-q",
+        "--output",
+        str(out),
+        "--export",
+        "fastchat",
+    ]
+    assert main(args) == 0
+    assert "items                 1 completed, 0 failed of 1" in capsys.readouterr().out
+    _, records = read_results(out)
+    rec = records["81"]
+    assert len(rec["turns"]) == 2 and all(rec["turns"])
+    assert [j["turn"] for j in rec["judgments"]] == [1, 2]
+    assert all(j["score"] == -1 or 1 <= j["score"] <= 10 for j in rec["judgments"])
+    assert (tmp_path / "model_answer" / "local.jsonl").exists()
