@@ -5,6 +5,7 @@ says so on its axis."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def plotted_score(s: dict[str, Any]) -> float | None:
     return s.get("lc_win_rate") if s["eval"] == "pairwise" else s.get("score")
 
 
-def per_item(s: dict[str, Any]) -> tuple[float | None, float | None]:
+def per_item(s: dict[str, Any]) -> tuple[float | None, float]:
     """(USD per item or None, tokens per item) of the answering model (judge excluded)."""
     n = max(1, s["completed"])
     u = s["moa"]
@@ -89,12 +90,15 @@ def plot(summaries: list[dict[str, Any]], out: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(s, *per_item(s), plotted_score(s)) for s in summaries]
-    points = [p for p in points if p[3] is not None]
+    points: list[tuple[dict[str, Any], float | None, float, float]] = []
+    for s in summaries:
+        score = plotted_score(s)
+        if score is not None and not math.isnan(score):
+            points.append((s, *per_item(s), score))
     use_cost = bool(points) and all(cost is not None for _, cost, _, _ in points)
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     for s, cost, tokens, score in points:
-        x = cost if use_cost else tokens
+        x = float(cost) if use_cost and cost is not None else float(tokens)
         ax.scatter([x], [score], s=50)
         ax.annotate(str(s["spec_name"]), (x, score), textcoords="offset points", xytext=(5, 5))
     ax.set_xlabel("cost per item (USD)" if use_cost else "tokens per item (no prices known)")

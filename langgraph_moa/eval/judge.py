@@ -110,7 +110,7 @@ class Judge:
         record: dict[str, Any] = {"node": "judge", "model": spec.model, "status": "ok"}
         try:
             message = await asyncio.wait_for(chat.ainvoke(messages), spec.timeout)
-            text = message.text
+            text: str = str(message.text)
             usage = getattr(message, "usage_metadata", None) or {}
         except Exception as exc:  # recorded, never raised: FastChat scores it -1
             text, usage = "$ERROR$", {}
