@@ -272,3 +272,30 @@ def test_judge_spec_forces_fastchat_settings(tmp_path, monkeypatch) -> None:
     assert spec.price is not None and spec.temperature == 0.0
     with pytest.raises(MoAError, match="unknown provider"):
         judge_spec("nosuch:model")
+
+
+async def test_runner_bounds_concurrency_and_writes_each_item_as_it_completes(tmp_path) -> None:
+    import asyncio
+
+    from langgraph_moa.eval.runner import run_items
+
+    store = ResultStore(tmp_path / "r.jsonl", _header())
+    store.add({"id": "0", "v": 0})  # done before: skipped
+    in_flight, peak = 0, 0
+    lines_seen: list[int] = []
+
+    async def work(i: int) -> dict:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        # every item finished so far is already on disk
+        lines_seen.append(len((tmp_path / "r.jsonl").read_text().splitlines()))
+        await asyncio.sleep(0.01 * (i % 3))
+        in_flight -= 1
+        return {"v": i}
+
+    ran = await run_items(list(range(10)), str, work, store, concurrency=3, progress=False)
+    assert ran == 9 and peak == 3
+    _, records = read_results(tmp_path / "r.jsonl")
+    assert sorted(records, key=int) == [str(i) for i in range(10)]
+    assert max(lines_seen) > 2  # later items saw earlier results already written

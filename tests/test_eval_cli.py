@@ -212,6 +212,58 @@ def test_pairwise_judges_both_orders_against_an_alpaca_eval_baseline(tmp_path, s
     assert len(srv.log()) == calls
 
 
+def test_mt_bench_category_temperature_and_judge_failures_in_pairwise(
+    tmp_path, srv, capsys
+) -> None:
+    spec = _spec(tmp_path, srv)
+    args = [
+        "eval",
+        "mt-bench",
+        "--spec",
+        spec,
+        *_judge(srv),
+        "-q",
+        "--category-temperature",
+        "--question-ids",
+        "81",
+        "101",
+        "--output",
+        str(tmp_path / "mt.jsonl"),
+    ]
+    assert main(args) == 0
+    temps = {r["messages"][-1]["content"][:40]: r["temperature"] for r in srv.log("p1")}
+    writing = next(t for q, t in temps.items() if q.startswith("Compose an engaging travel"))
+    assert writing == 0.7  # FastChat's temperature for writing; reasoning gets 0
+    assert sorted(set(temps.values())) == [0.0, 0.7]
+
+    # pairwise: a failed judge reruns on resume, reusing both answers
+    (tmp_path / "prompts.txt").write_text("Say hi.\n")
+    judge_file = tmp_path / "judge.yaml"
+    judge_file.write_text(yaml.safe_dump({**_model(srv, "judge"), "name": None}))
+    srv.set_behavior("judge", Behavior(always_status=500))
+    pw = [
+        "eval",
+        "pairwise",
+        "--spec",
+        spec,
+        "--baseline",
+        _spec(tmp_path, srv, name="base"),
+        "--judge",
+        str(judge_file),
+        "-q",
+        "--prompts",
+        str(tmp_path / "prompts.txt"),
+        "--output",
+        str(tmp_path / "pw.jsonl"),
+    ]
+    assert main(pw) == 1
+    answered = len(srv.log("agg"))
+    srv.set_behavior("judge", Behavior(content="[[A]]"))
+    assert main(pw) == 0
+    assert len(srv.log("agg")) == answered
+    assert "wins/ties/losses      0/1/0" in capsys.readouterr().out
+
+
 def test_pairwise_against_a_baseline_spec(tmp_path, srv, capsys) -> None:
     (tmp_path / "prompts.txt").write_text("Say hi.\n")
     srv.set_behaviors({"judge": Behavior(content="[[B]]"), "judge-b": Behavior(content="[[B]]")})

@@ -12,11 +12,20 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph_moa.errors import MoAError
 
 
-async def moa_answer(graph: CompiledStateGraph, messages: list[tuple[str, str]]) -> dict[str, Any]:
-    """``{"answer", "calls", "latency_s", "error"}`` for one conversation."""
+async def moa_answer(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    messages: list[tuple[str, str]],
+    temperature: float | None = None,
+) -> dict[str, Any]:
+    """``{"answer", "calls", "latency_s", "error"}`` for one conversation; ``temperature``
+    overrides every model's for this run (``Context.temperature``)."""
+    from langgraph_moa.graphs.state import Context
+
     start = time.perf_counter()
     try:
-        final = await graph.ainvoke({"messages": messages})
+        final = await graph.ainvoke(
+            {"messages": messages}, context=Context(temperature=temperature)
+        )
         answer, calls, error = final.get("answer") or None, final.get("calls", []), None
         if answer is None:
             error = "the run ended without an answer"

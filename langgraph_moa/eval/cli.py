@@ -28,6 +28,11 @@ def add_parser(sub: Any) -> None:
     pick.add_argument("--questions", type=int, help="only the first N questions")
     pick.add_argument("--question-ids", type=int, nargs="+", help="only these question ids")
     mt.add_argument("--question-file", help="MT-Bench-format questions (default: shipped 80)")
+    mt.add_argument(
+        "--category-temperature",
+        action="store_true",
+        help="answer with FastChat's per-category temperature (writing 0.7, math 0...)",
+    )
 
     pw = cmds.add_parser("pairwise", help="AlpacaEval-style preference over a baseline")
     _run_args(pw, judge=True)
@@ -106,12 +111,16 @@ async def _mt_bench(args: argparse.Namespace) -> Path:
         questions = questions[: args.questions]
     jspec = judge_spec(args.judge, base_url=args.judge_base_url, max_tokens=args.judge_max_tokens)
     spec.check_keys()
-    store = _store(args, "mt-bench", spec, jspec, data_id=data_id)
+    store = _store(
+        args, "mt-bench", spec, jspec, data_id=data_id, settings=args.category_temperature
+    )
     graph, judge = create_moa(spec), Judge(jspec)
 
     async def work(q: dict[str, Any]) -> dict[str, Any]:
         previous = store.records.get(str(q["question_id"]))
-        return await run_question(graph, judge, q, prompts, references, previous)
+        return await run_question(
+            graph, judge, q, prompts, references, previous, args.category_temperature
+        )
 
     await _go(args, store, questions, lambda q: str(q["question_id"]), work)
     return store.path
@@ -160,7 +169,8 @@ async def _pairwise(args: argparse.Namespace) -> Path:
     judge = Judge(jspec)
 
     async def work(text: str) -> dict[str, Any]:
-        return await run_prompt(text, mine, base, judge, template)
+        previous = store.records.get(data.fingerprint(text))
+        return await run_prompt(text, mine, base, judge, template, previous)
 
     await _go(args, store, prompts, lambda p: data.fingerprint(p), work)
     return store.path

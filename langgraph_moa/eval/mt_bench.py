@@ -20,6 +20,19 @@ from langgraph_moa.eval.answer import moa_answer
 from langgraph_moa.eval.data import NEED_REF_CATS
 from langgraph_moa.eval.judge import Judge, parse_rating
 
+CATEGORY_TEMPERATURE = {
+    "writing": 0.7,
+    "roleplay": 0.7,
+    "extraction": 0.0,
+    "math": 0.0,
+    "coding": 0.0,
+    "reasoning": 0.0,
+    "stem": 0.1,
+    "humanities": 0.1,
+}
+"""FastChat ``gen_model_answer``'s sampling temperature per category (``--category-temperature``
+applies it to every model of the spec; by default each model keeps its own)."""
+
 
 def judge_prompt_name(category: str, turn: int) -> str:
     base = "single-math-v1" if category in NEED_REF_CATS else "single-v1"
@@ -58,6 +71,7 @@ async def run_question(
     prompts: dict[str, dict[str, Any]],
     references: dict[int, list[str]],
     previous: dict[str, Any] | None = None,
+    category_temperature: bool = False,
 ) -> dict[str, Any]:
     """Answer both turns, then judge each; the record written to the result file.
 
@@ -81,7 +95,8 @@ async def run_question(
     messages: list[tuple[str, str]] = []
     for text in question["turns"] if not record["turns"] else []:
         messages.append(("user", text))
-        result = await moa_answer(graph, list(messages))
+        temperature = CATEGORY_TEMPERATURE.get(category, 0.7) if category_temperature else None
+        result = await moa_answer(graph, list(messages), temperature)
         record["calls"] += result["calls"]
         record["latency_s"] = round(record["latency_s"] + result["latency_s"], 4)
         if result["error"]:

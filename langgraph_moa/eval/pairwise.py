@@ -11,6 +11,7 @@ to cancel position bias:
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -60,9 +61,27 @@ async def run_prompt(
     baseline: Callable[[str], Awaitable[dict[str, Any]]],
     judge: Judge,
     template: dict[str, Any],
+    previous: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Both answers, both judge games; the record written to the result file."""
-    mine, base = await answer(instruction), await baseline(instruction)
+    """Both answers (concurrently), both judge games; the record written to the result file.
+
+    ``previous``: this prompt's record from an interrupted run; if both answers are in it
+    (only the judge failed) they are reused, not paid for again."""
+    if previous and previous.get("output") is not None and previous.get("baseline_output"):
+        mine = {
+            "answer": previous["output"],
+            "calls": previous["calls"],
+            "latency_s": previous["latency_s"],
+            "error": None,
+        }
+        base = {
+            "answer": previous["baseline_output"],
+            "calls": previous["baseline_calls"],
+            "latency_s": None,
+            "error": None,
+        }
+    else:
+        mine, base = await asyncio.gather(answer(instruction), baseline(instruction))
     record: dict[str, Any] = {
         "instruction": instruction,
         "output": mine["answer"],
