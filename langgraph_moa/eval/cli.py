@@ -264,6 +264,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.concurrency < 1:
         raise MoAError("--concurrency must be at least 1")
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        raise MoAError("--limit must be at least 1")
     runner = {"mt-bench": _mt_bench, "pairwise": _pairwise, "gsm8k": _gsm8k}[cmd]
     path = asyncio.run(runner(args))
     result = report(path)

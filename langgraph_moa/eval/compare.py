@@ -106,6 +106,7 @@ def plot(summaries: list[dict[str, Any]], out: str | Path) -> Path:
     ax.set_ylabel(SCORE_LABEL[evals[0]] if len(evals) == 1 else "score")
     judges = sorted({str(s["judge"]) for s in summaries if s["judge"]})
     ax.set_title(f"{', '.join(evals)}; judge: {', '.join(judges) or '-'}", fontsize=9)
+    ax.margins(x=0.25, y=0.15)  # room for the labels
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     path = Path(out)
