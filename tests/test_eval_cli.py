@@ -154,6 +154,7 @@ def test_mt_bench_counts_unparsable_judgments_and_retries_failed_judging(
     judge_file.write_text(yaml.safe_dump({**_model(srv, "judge"), "name": None}))
     args2 = [*args[:4], "--judge", str(judge_file), *args[8:-1], str(out2)]
     assert main(args2) == 1  # nothing completed
+    assert "failed                1 x judge: HTTP 500" in capsys.readouterr().out
     answers = len(srv.log("agg"))
     srv.set_behavior("judge", Behavior(content="Rating: [[9]]"))
     assert main(args2) == 0

@@ -114,7 +114,9 @@ class Judge:
             usage = getattr(message, "usage_metadata", None) or {}
         except Exception as exc:  # recorded, never raised: FastChat scores it -1
             text, usage = "$ERROR$", {}
-            record.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+            from langgraph_moa.nodes.proposer import describe  # one-line and secret-free
+
+            record.update(status="failed", error=describe(exc))
         tokens_in = int(usage.get("input_tokens", 0))
         tokens_out = int(usage.get("output_tokens", 0))
         record.update(

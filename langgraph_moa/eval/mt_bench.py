@@ -124,7 +124,7 @@ async def run_question(
                 "error": call.get("error"),
             }
         )
-    if any(j["error"] for j in record["judgments"]):
-        record["error"] = "judge call failed"
+    if errors := [j["error"] for j in record["judgments"] if j["error"]]:
+        record["error"] = f"judge: {errors[0]}"
     record["tstamp"] = time.time()
     return record

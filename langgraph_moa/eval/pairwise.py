@@ -116,6 +116,6 @@ async def run_prompt(
             }
         )
     record["winner"] = combine(*verdicts)
-    if any(j["error"] for j in record["judgments"]):
-        record["error"] = "judge call failed"
+    if errors := [j["error"] for j in record["judgments"] if j["error"]]:
+        record["error"] = f"judge: {errors[0]}"
     return record

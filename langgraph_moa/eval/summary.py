@@ -8,7 +8,7 @@ way, and ``moa eval compare`` reads any result file without re-running anything.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from langgraph_moa.eval import length_control
@@ -117,6 +117,7 @@ def summarize(header: dict[str, Any], records: dict[str, dict[str, Any]]) -> dic
         "baseline": usage([c for r in rows for c in r.get("baseline_calls", [])]),
         "judge_usage": usage(judge_calls),
         "all_calls": usage(moa_calls + judge_calls),
+        "errors": dict(Counter(str(r["error"]) for r in rows if r.get("error")).most_common(5)),
         "latency_p50_s": percentile(latencies, 50),
         "latency_p95_s": percentile(latencies, 95),
     }
@@ -188,6 +189,8 @@ def render(summary: dict[str, Any]) -> str:
                     ),
                 )
             )
+    for reason, count in s.get("errors", {}).items():
+        rows.append(("failed", f"{count} x {reason[:120]}"))
     rows.append(
         ("latency/item p50/p95", f"{_fmt(s['latency_p50_s'])} s / {_fmt(s['latency_p95_s'])} s")
     )
