@@ -204,6 +204,12 @@ def test_pairwise_judges_both_orders_against_an_alpaca_eval_baseline(tmp_path, s
     outputs = json.loads((tmp_path / "pw.model_outputs.json").read_text())
     assert [o["instruction"] for o in outputs] == prompts
     assert {tuple(sorted(o)) for o in outputs} == {("generator", "instruction", "output")}
+    # our AlpacaEval export is itself a valid --baseline-file (round trip)
+    exported = tmp_path / "pw.model_outputs.json"
+    again = [*args[:-6], "--baseline-file", str(exported), "--output", str(tmp_path / "rt.jsonl")]
+    assert main(again) == 0
+    _, records = read_results(tmp_path / "rt.jsonl")
+    assert {r["baseline_output"] for r in records.values()} == {o["output"] for o in outputs}
 
     # a prompt the baseline file lacks is refused before any call
     (tmp_path / "ref.json").write_text("[]")
@@ -313,6 +319,12 @@ def test_gsm8k_and_compare(tmp_path, srv, capsys) -> None:
     assert "flexible accuracy %   50.0" in printed
     asked = srv.log("p1")[0]["messages"][-1]["content"]
     assert asked.startswith("2+2?") and "#### <number>" in asked
+
+    target = tmp_path / "gsm_outputs.json"
+    assert main(["eval", "export", str(out), "--format", "alpaca_eval", "--out", str(target)]) == 0
+    assert [o["instruction"] for o in json.loads(target.read_text())] == ["2+2?", "3+4?"]
+    assert main(["eval", "export", str(out), "--format", "fastchat"]) == 2  # MT-Bench only
+    capsys.readouterr()
 
     png = tmp_path / "cmp.png"
     assert main(["eval", "compare", str(out), str(out), "--plot", str(png)]) == 0
