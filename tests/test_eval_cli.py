@@ -115,6 +115,10 @@ def test_mt_bench_end_to_end_resume_and_refusal(tmp_path, srv, capsys) -> None:
     assert len(read_results(out)[1]) == 3
     assert len(srv.log("judge")) == 6
 
+    # a longer timeout or other retries are not a different spec: resuming is allowed
+    relaxed = _spec(tmp_path, srv, file="relaxed.yaml", timeout=30, retry={"max_attempts": 5})
+    assert main([*args[:3], relaxed, *args[4:]]) == 0
+
     # a changed spec or judge is refused, and nothing is called
     calls = len(srv.log())
     changed = _spec(tmp_path, srv, file="changed.yaml", temperature=0.1)

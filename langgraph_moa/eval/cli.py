@@ -194,6 +194,20 @@ async def _gsm8k(args: argparse.Namespace) -> Path:
     return store.path
 
 
+OPERATIONAL = frozenset({"timeout", "retry", "price"})
+"""ModelSpec fields that change how a call is made or billed, not what it answers: a resumed
+eval may raise a timeout or add a price without being refused as a different spec."""
+
+
+def _answers_depend_on(dump: Any) -> Any:
+    """``dump`` without the operational fields of any ModelSpec inside it."""
+    if isinstance(dump, dict):
+        return {k: _answers_depend_on(v) for k, v in dump.items() if k not in OPERATIONAL}
+    if isinstance(dump, list):
+        return [_answers_depend_on(v) for v in dump]
+    return dump
+
+
 def _store(
     args: argparse.Namespace, kind: str, spec: Any, jspec: Any, data_id: Any, settings: Any = None
 ) -> ResultStore:
@@ -206,8 +220,8 @@ def _store(
         "judge_spec": judge_dump,
         "fingerprints": {
             "eval": kind,
-            "spec": data.fingerprint(_dump(spec)),
-            "judge": data.fingerprint(judge_dump),
+            "spec": data.fingerprint(_answers_depend_on(_dump(spec))),
+            "judge": data.fingerprint(_answers_depend_on(judge_dump)),
             "data": data.fingerprint(data_id),
             "settings": data.fingerprint(settings),
         },
