@@ -194,6 +194,7 @@ def test_pairwise_judges_both_orders_against_an_alpaca_eval_baseline(tmp_path, s
     printed = capsys.readouterr().out
     # the judge always prefers position A: both orders disagree, so every prompt is a tie
     assert "wins/ties/losses      0/2/0" in printed
+    assert "baseline              gpt4_turbo" in printed
     assert "win rate %            50.0" in printed
     judged = srv.log("judge")
     assert len(judged) == 4

@@ -150,13 +150,14 @@ async def _pairwise(args: argparse.Namespace) -> Path:
                 f" {missing[0][:80]!r}"
             )
         baseline_id: Any = {"file": generator, "outputs": outputs}
+        baseline_name = generator
 
         async def base(text: str) -> dict[str, Any]:
             return {"answer": outputs[text], "calls": [], "latency_s": None, "error": None}
     else:
         bspec = _spec(args, args.baseline)
         bspec.check_keys()
-        baseline_id = _dump(bspec)
+        baseline_id, baseline_name = _answers_depend_on(_dump(bspec)), bspec.name
         bgraph = create_moa(bspec)
 
         async def base(text: str) -> dict[str, Any]:
@@ -164,7 +165,13 @@ async def _pairwise(args: argparse.Namespace) -> Path:
 
     template = data.judge_prompts()["pair-v2"]
     store = _store(
-        args, "pairwise", spec, jspec, data_id=[every_prompt, template], settings=baseline_id
+        args,
+        "pairwise",
+        spec,
+        jspec,
+        data_id=[every_prompt, template],
+        settings=baseline_id,
+        baseline=baseline_name,
     )
     judge = Judge(jspec)
 
@@ -209,7 +216,13 @@ def _answers_depend_on(dump: Any) -> Any:
 
 
 def _store(
-    args: argparse.Namespace, kind: str, spec: Any, jspec: Any, data_id: Any, settings: Any = None
+    args: argparse.Namespace,
+    kind: str,
+    spec: Any,
+    jspec: Any,
+    data_id: Any,
+    settings: Any = None,
+    baseline: str | None = None,
 ) -> ResultStore:
     judge_dump = jspec.model_dump(mode="json", exclude={"name"}) if jspec else None
     header = {
@@ -218,6 +231,7 @@ def _store(
         "spec": _dump(spec),
         "judge": jspec.model if jspec else None,
         "judge_spec": judge_dump,
+        "baseline": baseline,
         "fingerprints": {
             "eval": kind,
             "spec": data.fingerprint(_answers_depend_on(_dump(spec))),

@@ -109,6 +109,7 @@ def summarize(header: dict[str, Any], records: dict[str, dict[str, Any]]) -> dic
         "eval": header["eval"],
         "spec_name": header.get("spec_name"),
         "judge": header.get("judge"),
+        "baseline_name": header.get("baseline"),
         "items": len(rows),
         "completed": len(ok),
         "failed": len(rows) - len(ok),
@@ -156,6 +157,7 @@ def render(summary: dict[str, Any]) -> str:
         rows += [("unparsable judgments", f"{s['unparsable']} of {s['judgments']}")]
     elif s["eval"] == "pairwise":
         rows += [
+            ("baseline", str(s.get("baseline_name"))),
             (
                 "win rate %",
                 f"{_fmt(s['win_rate'], 1)} (95% CI {_fmt(s['ci_low'], 1)}"
