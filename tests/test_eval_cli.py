@@ -105,6 +105,14 @@ def test_mt_bench_end_to_end_resume_and_refusal(tmp_path, srv, capsys) -> None:
     # FastChat model_answer export next to the results
     exported = (tmp_path / "model_answer" / "tiny.jsonl").read_text().splitlines()
     assert [json.loads(line)["question_id"] for line in exported] == [81, 101]
+    judged = (tmp_path / "model_judgment" / "judge_single.jsonl").read_text().splitlines()
+    first = json.loads(judged[0])  # FastChat show_result.py reads these fields
+    assert {"question_id", "model", "judge", "score", "turn"} <= set(first)
+    assert (first["model"], first["judge"], first["score"]) == (
+        "tiny",
+        ["openai:judge", "single-v1"],
+        7.0,
+    )
 
     # resume: nothing is asked again
     calls = len(srv.log())

@@ -60,8 +60,32 @@ def fastchat(header: dict[str, Any], records: dict[str, dict[str, Any]]) -> list
     ]
 
 
+def fastchat_judgments(
+    header: dict[str, Any], records: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Our judgments as FastChat's ``model_judgment/<judge>_single.jsonl`` lines, so its
+    ``show_result.py --mode single`` can recompute the scores from our file."""
+    model = str(header.get("spec_name"))
+    return [
+        {
+            "question_id": r["question_id"],
+            "model": model,
+            "judge": j["judge"],
+            "user_prompt": j["user_prompt"],
+            "judgment": j["judgment"],
+            "score": j["score"],
+            "turn": j["turn"],
+            "tstamp": r.get("tstamp", time.time()),
+        }
+        for r in sorted(_done(records), key=lambda r: r["question_id"])
+        for j in r.get("judgments", [])
+    ]
+
+
 def export(results: str | Path, fmt: str, out: str | Path | None = None) -> Path:
-    """Write ``results`` in ``fmt``; default path next to the results file."""
+    """Write ``results`` in ``fmt``; default path next to the results file. ``fastchat``
+    also writes the judgments to ``model_judgment/<judge>_single.jsonl`` beside the answers'
+    ``model_answer/`` folder."""
     header, records = read_results(results)
     base = Path(results)
     if fmt == "alpaca_eval":
@@ -72,6 +96,16 @@ def export(results: str | Path, fmt: str, out: str | Path | None = None) -> Path
         name = f"{header.get('spec_name')}.jsonl"
         path = Path(out) if out else base.parent / "model_answer" / name
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fastchat(header, records))
+        judge = str(header.get("judge") or "judge").partition(":")[2] or "judge"
+        judged = path.parent.parent / "model_judgment" / f"{judge.replace('/', '_')}_single.jsonl"
+        judged.parent.mkdir(parents=True, exist_ok=True)
+        judged.write_text(
+            "".join(
+                json.dumps(j, ensure_ascii=False) + "\n"
+                for j in fastchat_judgments(header, records)
+            ),
+            encoding="utf-8",
+        )
     else:
         raise MoAError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
