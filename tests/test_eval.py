@@ -260,7 +260,7 @@ def test_store_resumes_skipping_done_items_and_refuses_a_changed_spec(tmp_path) 
 
 def test_judge_spec_forces_fastchat_settings(tmp_path, monkeypatch) -> None:
     spec = judge_spec("local:smollm2")
-    assert (spec.temperature, spec.max_tokens) == (0.0, 2048)
+    assert (spec.temperature, spec.max_tokens, spec.timeout) == (0.0, 2048, None)
     spec = judge_spec("openai:gpt-4o", base_url="http://127.0.0.1:1/v1", max_tokens=64)
     assert (spec.base_url, spec.max_tokens, spec.key_env) == ("http://127.0.0.1:1/v1", 64, None)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -299,3 +299,29 @@ async def test_runner_bounds_concurrency_and_writes_each_item_as_it_completes(tm
     _, records = read_results(tmp_path / "r.jsonl")
     assert sorted(records, key=int) == [str(i) for i in range(10)]
     assert max(lines_seen) > 2  # later items saw earlier results already written
+
+
+async def test_judge_records_usage_and_a_timeout_without_raising(server) -> None:
+    from langgraph_moa.eval.judge import Judge
+    from langgraph_moa.graphs.spec import ModelSpec
+    from langgraph_moa.testing import Behavior
+
+    server.set_behavior("judge", Behavior(content="Rating: [[4]]"))
+    spec = ModelSpec(
+        model="openai:judge",
+        base_url=server.base_url,
+        temperature=0,
+        price={"input": 1.0, "output": 2.0},
+    )
+    text, call = await Judge(spec)("system", "user")
+    assert text == "Rating: [[4]]" and call["status"] == "ok"
+    assert call["input_tokens"] > 0 and call["output_tokens"] > 0
+    assert call["cost_usd"] == pytest.approx(
+        (call["input_tokens"] * 1.0 + call["output_tokens"] * 2.0) / 1e6
+    )
+    server.set_behavior("slow", Behavior(hang=True))
+    slow = ModelSpec(
+        model="openai:slow", base_url=server.base_url, timeout=0.2, retry={"max_attempts": 1}
+    )
+    text, call = await Judge(slow)("system", "user")
+    assert (text, call["status"], call["error"]) == ("$ERROR$", "failed", "timed out after 0.2 s")

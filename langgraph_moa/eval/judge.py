@@ -64,6 +64,10 @@ def judge_spec(
     else:
         data = {"model": judge}
     data.setdefault("name", "judge")
+    if str(data.get("model", "")).startswith("local:"):
+        # The embedded model cannot hang on a network and always stops at max_tokens; on a
+        # busy CPU 2048 tokens can take minutes, so no timeout unless the file sets one.
+        data.setdefault("timeout", None)
     data["temperature"] = JUDGE_TEMPERATURE
     data["max_tokens"] = max_tokens or data.get("max_tokens") or JUDGE_MAX_TOKENS
     if base_url:
@@ -116,7 +120,12 @@ class Judge:
             text, usage = "$ERROR$", {}
             from langgraph_moa.nodes.proposer import describe  # one-line and secret-free
 
-            record.update(status="failed", error=describe(exc))
+            reason = (
+                f"timed out after {spec.timeout:g} s"
+                if isinstance(exc, asyncio.TimeoutError)
+                else describe(exc)
+            )
+            record.update(status="failed", error=reason)
         tokens_in = int(usage.get("input_tokens", 0))
         tokens_out = int(usage.get("output_tokens", 0))
         record.update(
