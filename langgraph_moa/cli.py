@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list the built-in presets")
     graph = sub.add_parser("graph", help="print the graph as a Mermaid diagram")
     _spec_args(graph)
+    from langgraph_moa.eval.cli import add_parser as add_eval
+
+    add_eval(sub)
     return p
 
 
@@ -241,7 +244,7 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in {"run", "presets", "graph", "-h", "--help"}:
+    if argv and argv[0] not in {"run", "presets", "graph", "eval", "-h", "--help"}:
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
     try:
@@ -254,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "graph":
             print(mermaid(_spec(args)))
             return 0
+        if args.command == "eval":
+            from langgraph_moa.eval.cli import main as eval_main
+
+            return eval_main(args)
         if args.command is None:
             _parser().print_help()
             return 2
