@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list the built-in presets")
     graph = sub.add_parser("graph", help="print the graph as a Mermaid diagram")
     _spec_args(graph)
+    ui = sub.add_parser("ui", help="open the web UI in the browser (serving it if needed)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=8765)
+    ui.add_argument("--spec", action="append", help="offer this spec file too (repeatable)")
+    ui.add_argument("--db", default=None, help="SQLite file of the conversations (as --thread)")
+    ui.add_argument("--no-browser", action="store_true", help="serve without opening a browser")
     return p
 
 
@@ -237,7 +243,7 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in {"run", "presets", "graph", "-h", "--help"}:
+    if argv and argv[0] not in {"run", "presets", "graph", "ui", "-h", "--help"}:
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
     try:
@@ -250,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "graph":
             print(mermaid(_spec(args)))
             return 0
+        if args.command == "ui":
+            from langgraph_moa.web.app import run_ui
+
+            return run_ui(args, _db_path(args))
         if args.command is None:
             _parser().print_help()
             return 2

@@ -1,0 +1,301 @@
+"""The web UI in a real browser: Playwright driving Debian's headless Chromium.
+
+The page is served by ``create_ui_app`` (uvicorn in a thread) against the project's fake
+OpenAI server (in another thread). Both are started once for the module; each test opens a
+fresh page. Skipped when Playwright or ``/usr/bin/chromium`` is missing, unless
+``MOA_REQUIRE_BROWSER=1`` (``scripts/test`` installs both and sets it). Screenshots of a
+finished run go to ``artifacts/ui/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from langgraph_moa.graphs.spec import parse_spec
+from langgraph_moa.testing import Behavior, OpenAIServer
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("MOA_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "ui"
+ANSWER_MD = (
+    "## Two plus two\n\nThe proposers agree:\n\n- it is **4**\n- in any base above 4\n\n"
+    "```python\nassert 2 + 2 == 4\n```\n"
+)
+TIMEOUT_MS = 20_000
+
+
+def _require_browser() -> None:
+    missing = []
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package")
+    if not Path(CHROMIUM).exists():
+        missing.append(CHROMIUM)
+    if missing:
+        why = f"{' and '.join(missing)} missing (scripts/test installs them)"
+        if os.environ.get("MOA_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"MOA_REQUIRE_BROWSER=1 but {why}")
+        pytest.skip(why)
+
+
+def _model(base_url: str, name: str, **kw: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "model": f"openai:{name}",
+        "base_url": base_url,
+        "timeout": 5,
+        "retry": {"jitter": False, "initial_interval": 0.02, "max_attempts": 2},
+        **kw,
+    }
+
+
+class Served:
+    """The fake model server and the UI server, each on its own thread."""
+
+    def __init__(self, tmp: Path) -> None:
+        import uvicorn
+
+        from langgraph_moa.web import create_ui_app
+
+        slow = Behavior(latency=0.05, token_delay=0.01)
+        self.models = OpenAIServer(
+            behaviors={
+                "alpha": slow,
+                "beta": slow,
+                "gamma": slow,
+                "broken": Behavior(always_status=503),
+                "judge": Behavior(content=ANSWER_MD, token_delay=0.005),
+            }
+        ).start()
+        url = self.models.base_url
+        price = {"input": 0.5, "output": 1.5}
+        spec = parse_spec(
+            {
+                "name": "mix",
+                "layers": [
+                    [_model(url, n, price=price) for n in ("alpha", "beta", "broken")],
+                    [_model(url, n, price=price) for n in ("alpha", "beta", "gamma")],
+                ],
+                "aggregator": _model(url, "judge", price=price),
+            }
+        )
+        keyed = parse_spec(
+            {
+                "name": "keyed",
+                "layers": [[{"model": "openai:gpt-4o-mini", "api_key_env": "MOA_UNSET_KEY_X"}]],
+                "aggregator": {"model": "openai:gpt-4o-mini", "api_key_env": "MOA_UNSET_KEY_X"},
+            }
+        )
+        app = create_ui_app({"mix": spec, "keyed": keyed}, db_path=tmp / "threads.sqlite")
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the UI server did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/"
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.models.stop()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    _require_browser()
+    s = Served(tmp_path_factory.mktemp("ui"))
+    yield s
+    s.close()
+
+
+@pytest_asyncio.fixture
+async def browser(served: Served) -> AsyncIterator[Any]:
+    """A headless Chromium per test (the async API: tests run on pytest-asyncio's loop)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        await b.close()
+
+
+class Page:
+    """A page plus every console error and uncaught exception it produced."""
+
+    errors: list[str]
+
+    @classmethod
+    async def open(cls, browser: Any, url: str, width: int = 1280, height: int = 900) -> Page:
+        self = cls()
+        self.context = await browser.new_context(viewport={"width": width, "height": height})
+        self.page = await self.context.new_page()
+        self.page.set_default_timeout(TIMEOUT_MS)
+        self.errors = []
+        self.page.on(
+            "console", lambda m: self.errors.append(m.text) if m.type == "error" else None
+        )
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        await self.page.goto(url)
+        await self.page.wait_for_selector("#spec option", state="attached")
+        return self
+
+    async def ask(self, question: str) -> Any:
+        """Type a question, press Enter, wait for the turn's summary; returns the turn."""
+        turns = self.page.locator("article.turn")
+        before = await turns.count()
+        await self.page.fill("#question", question)
+        await self.page.press("#question", "Enter")
+        turn = turns.nth(before)
+        await turn.locator(".summary").filter(has_text="critical path").wait_for()
+        return turn
+
+    async def close(self) -> None:
+        await self.context.close()
+
+
+@pytest_asyncio.fixture
+async def page(browser: Any, served: Served) -> AsyncIterator[Page]:
+    p = await Page.open(browser, served.url)
+    yield p
+    await p.close()
+
+
+async def test_a_question_shows_every_proposer_the_references_and_the_answer(
+    page: Page, browser: Any, served: Served
+) -> None:
+    p = page.page
+    # Shift+Enter is a new line, not a submission.
+    await p.fill("#question", "What is")
+    await p.press("#question", "Shift+Enter")
+    await p.type("#question", "2+2?")
+    assert await p.input_value("#question") == "What is\n2+2?"
+    assert await p.locator("article.turn").count() == 0
+    turn = await page.ask("What is 2+2?")
+
+    assert await turn.locator("section.layer").count() == 2
+    assert await turn.locator(".card").count() == 6
+    for node in ("layer_1/alpha", "layer_1/beta", "layer_2/alpha", "layer_2/beta", "layer_2/gamma"):
+        card = turn.locator(f'.card[data-node="{node}"]')
+        model = node.split("/")[1]
+        assert f"{model} says:" in await card.locator(".text").inner_text()
+        assert (await card.locator(".status").inner_text()).lower() == "done"
+        meta = await card.locator(".meta").inner_text()
+        assert "in /" in meta and "$" in meta  # tokens, and cost since the spec has prices
+    broken = turn.locator('.card[data-node="layer_1/broken"]')
+    assert (await broken.locator(".status").inner_text()).lower() == "failed"
+    assert "HTTP 503" in await broken.locator(".reason").inner_text()
+
+    # References: collapsed by default; the aggregator's are layer 2's three answers.
+    refs = turn.locator(".final details.refs")
+    assert await refs.get_attribute("open") is None
+    assert "References the aggregator read (3)" in await refs.locator("summary").inner_text()
+    assert not await refs.locator("li").first.is_visible()
+    await refs.locator("summary").click()
+    assert await refs.locator("li").nth(2).is_visible()
+    assert "gamma says:" in await refs.locator("li").nth(2).inner_text()
+
+    # The final answer is rendered Markdown, with a copy button.
+    final = turn.locator(".final .markdown")
+    assert await final.locator("h2").inner_text() == "Two plus two"
+    assert await final.locator("li").count() == 2
+    assert "assert 2 + 2 == 4" in await final.locator("pre code").inner_text()
+    assert await turn.locator(".final .copy").is_enabled()
+    summary = await turn.locator(".summary").inner_text()
+    assert "7 calls" in summary and "1 failed" in summary and "$" in summary
+
+    # The spec's graph, drawn by the vendored Mermaid (no network: the CSP allows only 'self').
+    await p.click("#toggle-graph")
+    await p.locator("#graph svg").wait_for()
+    assert "layer_1/alpha" in await p.locator("#graph svg").inner_html()
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await refs.locator("summary").click()  # collapsed again for the picture
+    await p.click("#toggle-graph")
+    await p.screenshot(path=str(ARTIFACTS / "wide.png"), full_page=True)
+    narrow = await Page.open(browser, p.url, width=390, height=844)
+    try:
+        done = narrow.page.locator("article.turn .summary").filter(has_text="critical path")
+        await done.wait_for()
+        assert await narrow.page.locator(".card").count() == 6
+        width = await narrow.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the narrow page scrolls sideways ({width}px)"
+        await narrow.page.screenshot(path=str(ARTIFACTS / "narrow.png"), full_page=True)
+        assert narrow.errors == []
+    finally:
+        await narrow.close()
+    assert page.errors == []
+
+
+async def test_a_conversation_continues_and_reopens_with_its_cards(
+    page: Page, browser: Any, served: Served
+) -> None:
+    first = await page.ask("Name a prime.")
+    assert "Two plus two" in await first.locator(".final").inner_text()
+    served.models.reset()
+    await page.ask("And another one?")
+    # The second turn's models saw the first turn: question and answer.
+    texts = [str(m.get("content")) for m in served.models.log("judge")[0]["messages"]]
+    assert any("Name a prime." in t for t in texts)
+    assert any("Two plus two" in t for t in texts)
+    thread = page.page.locator("#thread-list button[aria-current=true]")
+    assert "Name a prime." in await thread.inner_text()
+    assert "2 turns" in await thread.inner_text()
+
+    # A fresh page reopens it from the list, every card as it was.
+    again = await Page.open(browser, served.url)
+    try:
+        await again.page.locator("#thread-list button", has_text="Name a prime.").first.click()
+        turns = again.page.locator("article.turn")
+        await turns.nth(1).locator(".summary").wait_for()
+        assert await turns.count() == 2
+        for i, question in enumerate(("Name a prime.", "And another one?")):
+            turn = turns.nth(i)
+            assert await turn.locator(".question").inner_text() == question
+            assert await turn.locator(".card").count() == 6
+            alpha = turn.locator('.card[data-node="layer_2/alpha"]')
+            assert "alpha says:" in await alpha.locator(".text").inner_text()
+            broken = turn.locator('.card[data-node="layer_1/broken"]')
+            assert "HTTP 503" in await broken.locator(".reason").inner_text()
+            assert await turn.locator(".final .markdown h2").inner_text() == "Two plus two"
+            assert "7 calls" in await turn.locator(".summary").inner_text()
+        assert again.errors == []
+    finally:
+        await again.close()
+    assert page.errors == []
+
+
+async def test_errors_are_shown_on_the_page(page: Page) -> None:
+    p = page.page
+    await p.select_option("#spec", "keyed")
+    await p.fill("#question", "Hello?")
+    await p.press("#question", "Enter")
+    error = p.locator("article.turn .error")
+    await error.wait_for()
+    assert "MOA_UNSET_KEY_X" in await error.inner_text()
+    # The failed request is the only console error (the browser logs the HTTP 400 itself).
+    assert all("400" in e for e in page.errors), page.errors
