@@ -156,9 +156,7 @@ class Page:
         self.page = await self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
         self.errors = []
-        self.page.on(
-            "console", lambda m: self.errors.append(m.text) if m.type == "error" else None
-        )
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         await self.page.goto(url)
         await self.page.wait_for_selector("#spec option", state="attached")

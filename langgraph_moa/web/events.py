@@ -52,8 +52,14 @@ def layout(spec: MoASpec) -> dict[str, Any]:
     """The nodes a run of ``spec`` will show, in spec order: one card per proposer."""
 
     def seat(node: str, model: Any, layer: int, role: str) -> dict[str, Any]:
-        return {"node": node, "model": model.name, "model_id": model.model, "layer": layer,
-                "role": role, "priced": model.price is not None}
+        return {
+            "node": node,
+            "model": model.name,
+            "model_id": model.model,
+            "layer": layer,
+            "role": role,
+            "priced": model.price is not None,
+        }
 
     layers = [
         [seat(f"layer_{k}/{m.name}", m, k, "proposer") for m in models]
@@ -68,8 +74,14 @@ def layout_from_calls(calls: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     layers: dict[int, list[dict[str, Any]]] = {}
     final: dict[str, Any] | None = None
     for c in calls:
-        seat = {"node": c["node"], "model": c["model"], "model_id": c["model_id"],
-                "layer": c["layer"], "role": c["role"], "priced": c.get("cost_usd") is not None}
+        seat = {
+            "node": c["node"],
+            "model": c["model"],
+            "model_id": c["model_id"],
+            "layer": c["layer"],
+            "role": c["role"],
+            "priced": c.get("cost_usd") is not None,
+        }
         if c["role"] == "aggregator":
             final = seat
         elif all(s["node"] != c["node"] for s in layers.get(c["layer"], [])):
@@ -116,11 +128,14 @@ def _updates(chunk: Mapping[str, Any]) -> Iterable[Event]:
         refs = update.get("references")
         if isinstance(refs, list) and node.endswith("/aggregate"):
             layer = int(node.split("/")[0].removeprefix("layer_"))
-            yield "references", {
-                "layer": layer,
-                "references": list(refs),
-                "fallback_reason": update.get("fallback_reason") or None,
-            }
+            yield (
+                "references",
+                {
+                    "layer": layer,
+                    "references": list(refs),
+                    "fallback_reason": update.get("fallback_reason") or None,
+                },
+            )
         answer = update.get("answer")
         if isinstance(answer, str) and answer:
             yield "final", {"node": node.removeprefix("__error_handler__"), "text": answer}
@@ -179,19 +194,32 @@ async def run_events(
         message = str(exc) if isinstance(exc, MoAError) else f"{type(exc).__name__}: {exc}"
         partial = getattr(exc, "partial", None) or {}
         calls = list(partial.get("calls") or final.get("calls") or [])
-        yield "error", {
-            "message": message,
-            "partial": {k: partial.get(k) for k in ("answers", "references", "calls")},
-            "summary": summary(calls, time.perf_counter() - began),
-        }
+        yield (
+            "error",
+            {
+                "message": message,
+                "partial": {k: partial.get(k) for k in ("answers", "references", "calls")},
+                "summary": summary(calls, time.perf_counter() - began),
+            },
+        )
         return
     if "__interrupt__" in final or not final.get("answer"):
-        yield "error", {"message": "the run paused for review; the page cannot resume it yet"
-                        " (use `moa run --thread ...`)", "partial": {}, "summary": None}
+        yield (
+            "error",
+            {
+                "message": "the run paused for review; the page cannot resume it yet"
+                " (use `moa run --thread ...`)",
+                "partial": {},
+                "summary": None,
+            },
+        )
         return
     calls = list(final.get("calls") or [])
-    yield "done", {
-        "answer": final["answer"],
-        "fallback_reason": final.get("fallback_reason") or None,
-        "summary": summary(calls, time.perf_counter() - began),
-    }
+    yield (
+        "done",
+        {
+            "answer": final["answer"],
+            "fallback_reason": final.get("fallback_reason") or None,
+            "summary": summary(calls, time.perf_counter() - began),
+        },
+    )
