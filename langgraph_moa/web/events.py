@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import aclosing
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -173,23 +174,26 @@ async def run_events(
     began = time.perf_counter()
     final: dict[str, Any] = {}
     modes: list[StreamMode] = ["custom", "messages", "updates", "values"]
+    stream = graph.astream(
+        {"messages": [("user", question)]},
+        config,
+        context=context or stream_context(),
+        stream_mode=modes,
+    )
     try:
-        async for mode, chunk in graph.astream(
-            {"messages": [("user", question)]},
-            config,
-            context=context or stream_context(),
-            stream_mode=modes,
-        ):
-            if mode == "custom" and isinstance(chunk, Mapping):
-                yield "progress", dict(chunk)
-            elif mode == "messages":
-                if token := _token(chunk):
-                    yield token
-            elif mode == "updates" and isinstance(chunk, Mapping):
-                for event in _updates(chunk):
-                    yield event
-            elif mode == "values" and isinstance(chunk, Mapping):
-                final = dict(chunk)
+        # aclosing: a client that goes away stops the run now, not at garbage collection.
+        async with aclosing(stream):
+            async for mode, chunk in stream:
+                if mode == "custom" and isinstance(chunk, Mapping):
+                    yield "progress", dict(chunk)
+                elif mode == "messages":
+                    if token := _token(chunk):
+                        yield token
+                elif mode == "updates" and isinstance(chunk, Mapping):
+                    for event in _updates(chunk):
+                        yield event
+                elif mode == "values" and isinstance(chunk, Mapping):
+                    final = dict(chunk)
     except Exception as exc:  # shown on the page: one line, plus what had been computed
         message = str(exc) if isinstance(exc, MoAError) else f"{type(exc).__name__}: {exc}"
         partial = getattr(exc, "partial", None) or {}

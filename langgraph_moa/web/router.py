@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -174,8 +174,10 @@ def ui_router(
                         "question": question,
                         "layout": layout(spec),
                     }
-                    async for event in run_events(graph, question, config, start=start):
-                        yield _sse(event)
+                    events = run_events(graph, question, config, start=start)
+                    async with aclosing(events):
+                        async for event in events:
+                            yield _sse(event)
             finally:
                 running.discard(thread_id)
 

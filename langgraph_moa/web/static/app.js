@@ -310,12 +310,11 @@ class Turn {
   error(message) {
     this.errorEl.textContent = message;
     this.errorEl.hidden = false;
-    if (this.finalStatus.textContent === "waiting" || this.finalStatus.textContent === "running") {
-      this.setStatus("aggregator", "failed");
-    }
+    if (!this.finalText) this.setStatus("aggregator", "failed");
     for (const card of this.cards.values()) {
-      const s = card.status.textContent;
-      if (s === "waiting" || s === "running" || s === "retrying") this.setStatus(card.seat.node, "failed");
+      const s = card.status.className;
+      if (s.includes("s-waiting")) this.setStatus(card.seat.node, "waiting", "not run");
+      else if (s.includes("s-running") || s.includes("s-retrying")) this.setStatus(card.seat.node, "failed");
     }
   }
 
