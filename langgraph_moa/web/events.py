@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextlib import aclosing
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
@@ -165,7 +165,7 @@ async def run_events(
     *,
     start: dict[str, Any],
     context: Context | None = None,
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Run one turn of ``graph`` and yield its UI events, ``start`` first (the ``run`` event).
 
     Never raises for a failed run: the failure becomes an ``error`` event carrying
@@ -174,11 +174,14 @@ async def run_events(
     began = time.perf_counter()
     final: dict[str, Any] = {}
     modes: list[StreamMode] = ["custom", "messages", "updates", "values"]
-    stream = graph.astream(
-        {"messages": [("user", question)]},
-        config,
-        context=context or stream_context(),
-        stream_mode=modes,
+    stream = cast(  # astream is an async generator; its annotation says only AsyncIterator
+        AsyncGenerator[tuple[str, Any], None],
+        graph.astream(
+            {"messages": [("user", question)]},
+            config,
+            context=context or stream_context(),
+            stream_mode=modes,
+        ),
     )
     try:
         # aclosing: a client that goes away stops the run now, not at garbage collection.
