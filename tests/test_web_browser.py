@@ -100,6 +100,7 @@ class Served:
                 "gamma": slow,
                 "broken": Behavior(always_status=503),
                 "judge": Behavior(content=ANSWER_MD, token_delay=0.005),
+                "slowpoke": Behavior(tokens=12, token_delay=0.25),
             }
         ).start()
         url = self.models.base_url
@@ -121,7 +122,16 @@ class Served:
                 "aggregator": {"model": "openai:gpt-4o-mini", "api_key_env": "MOA_UNSET_KEY_X"},
             }
         )
-        app = create_ui_app({"mix": spec, "keyed": keyed}, db_path=tmp / "threads.sqlite")
+        streaming = parse_spec(
+            {
+                "name": "streaming",
+                "layers": [[_model(url, "alpha"), _model(url, "slowpoke")]],
+                "aggregator": _model(url, "judge"),
+            }
+        )
+        app = create_ui_app(
+            {"mix": spec, "keyed": keyed, "streaming": streaming}, db_path=tmp / "threads.sqlite"
+        )
         self.server, self.thread, self.url = serve(app)
 
     def close(self) -> None:
@@ -235,6 +245,8 @@ async def test_a_question_shows_every_proposer_the_references_and_the_answer(
     await p.click("#toggle-graph")
     await p.locator("#graph svg").wait_for()
     assert "layer_1/alpha" in await p.locator("#graph svg").inner_html()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await p.locator("#graph-panel").screenshot(path=str(ARTIFACTS / "graph.png"))
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await refs.locator("summary").click()  # collapsed again for the picture
@@ -289,6 +301,23 @@ async def test_a_conversation_continues_and_reopens_with_its_cards(
         assert again.errors == []
     finally:
         await again.close()
+    assert page.errors == []
+
+
+async def test_proposer_text_streams_into_its_card(page: Page) -> None:
+    p = page.page
+    await p.select_option("#spec", "streaming")
+    await p.fill("#question", "Count slowly")
+    await p.press("#question", "Enter")
+    card = p.locator('.card[data-node="layer_1/slowpoke"]')
+    # While the model is still writing, its card is running and shows a part of its text.
+    await card.locator(".text").filter(has_text="slowpoke").wait_for()
+    assert (await card.locator(".status").inner_text()).lower() == "running"
+    partial = await card.locator(".text").inner_text()
+    await p.locator("article.turn .summary").filter(has_text="critical path").wait_for()
+    full = await card.locator(".text").inner_text()
+    assert len(full.split()) == 12 and len(partial.split()) < 12
+    assert (await card.locator(".status").inner_text()).lower() == "done"
     assert page.errors == []
 
 
