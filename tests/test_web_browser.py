@@ -101,6 +101,7 @@ class Served:
                 "broken": Behavior(always_status=503),
                 "judge": Behavior(content=ANSWER_MD, token_delay=0.005),
                 "slowpoke": Behavior(tokens=12, token_delay=0.25),
+                "sloth": Behavior(latency=4.0),
             }
         ).start()
         url = self.models.base_url
@@ -129,9 +130,22 @@ class Served:
                 "aggregator": _model(url, "judge"),
             }
         )
-        app = create_ui_app(
-            {"mix": spec, "keyed": keyed, "streaming": streaming}, db_path=tmp / "threads.sqlite"
+        rescue = parse_spec(
+            {
+                "name": "rescue",
+                "layers": [
+                    [
+                        _model(url, "alpha"),
+                        _model(url, "broken", fallback=_model(url, "beta")),
+                        _model(url, "sloth"),
+                    ]
+                ],
+                "aggregator": _model(url, "judge"),
+                "layer_deadline": 0.3,
+            }
         )
+        specs = {"mix": spec, "keyed": keyed, "streaming": streaming, "rescue": rescue}
+        app = create_ui_app(specs, db_path=tmp / "threads.sqlite")
         self.server, self.thread, self.url = serve(app)
 
     def close(self) -> None:
@@ -318,6 +332,20 @@ async def test_proposer_text_streams_into_its_card(page: Page) -> None:
     full = await card.locator(".text").inner_text()
     assert len(full.split()) == 12 and len(partial.split()) < 12
     assert (await card.locator(".status").inner_text()).lower() == "done"
+    assert page.errors == []
+
+
+async def test_fallback_and_cut_proposers_say_so(page: Page) -> None:
+    await page.page.select_option("#spec", "rescue")
+    turn = await page.ask("Who answers?")
+    rescued = turn.locator('.card[data-node="layer_1/broken"]')
+    assert (await rescued.locator(".status").inner_text()).lower() == "fallback"
+    assert "beta answered" in await rescued.locator(".reason").inner_text()
+    assert "beta says: Who answers?" in await rescued.locator(".text").inner_text()
+    cut = turn.locator('.card[data-node="layer_1/sloth"]')
+    assert (await cut.locator(".status").inner_text()).lower() == "cut"
+    assert "deadline" in await cut.locator(".reason").inner_text()
+    assert "1 cut" in await turn.locator(".summary").inner_text()
     assert page.errors == []
 
 
