@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             print(mermaid(_spec(args)))
             return 0
         if args.command == "ui":
-            from langgraph_moa.web.app import run_ui
+            from langgraph_moa.web import run_ui
 
             return run_ui(args, _db_path(args))
         if args.command is None:

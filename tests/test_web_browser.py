@@ -328,6 +328,8 @@ async def test_proposer_text_streams_into_its_card(page: Page) -> None:
     await card.locator(".text").filter(has_text="slowpoke").wait_for()
     assert (await card.locator(".status").inner_text()).lower() == "running"
     partial = await card.locator(".text").inner_text()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await p.screenshot(path=str(ARTIFACTS / "running.png"))
     await p.locator("article.turn .summary").filter(has_text="critical path").wait_for()
     full = await card.locator(".text").inner_text()
     assert len(full.split()) == 12 and len(partial.split()) < 12
