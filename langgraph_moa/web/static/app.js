@@ -473,8 +473,8 @@ async function drawGraph() {
   try {
     if (!window.mermaid) {
       await loadScript("ui/static/vendor/mermaid.min.js");
-      const dark = window.matchMedia("(prefers-color-scheme: dark)").matches;
-      window.mermaid.initialize({ startOnLoad: false, securityLevel: "strict", theme: dark ? "dark" : "default" });
+      // LangGraph's Mermaid text brings its own light node colours: a light panel in any theme.
+      window.mermaid.initialize({ startOnLoad: false, securityLevel: "strict", theme: "default" });
     }
     const { mermaid } = await getJSON(`ui/api/mermaid?spec=${encodeURIComponent(spec)}`);
     const { svg } = await window.mermaid.render(`graph-${Date.now()}`, mermaid);
