@@ -9,6 +9,7 @@ finished run go to ``artifacts/ui/`` (gitignored).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -334,6 +335,28 @@ async def test_proposer_text_streams_into_its_card(page: Page) -> None:
     full = await card.locator(".text").inner_text()
     assert len(full.split()) == 12 and len(partial.split()) < 12
     assert (await card.locator(".status").inner_text()).lower() == "done"
+    assert page.errors == []
+
+
+async def test_stop_cancels_the_run(page: Page, served: Served) -> None:
+    p = page.page
+    await p.select_option("#spec", "streaming")
+    served.models.reset()
+    await p.fill("#question", "Count forever")
+    await p.press("#question", "Enter")
+    card = p.locator('.card[data-node="layer_1/slowpoke"]')
+    await card.locator(".text").filter(has_text="slowpoke").wait_for()
+    assert await p.inner_text("#send") == "Stop"
+    await p.click("#send")
+    error = p.locator("article.turn .error")
+    await error.filter(has_text="Stopped").wait_for()
+    assert await p.inner_text("#send") == "Send"
+    # The server cancelled the graph run: the model request was dropped mid-answer.
+    deadline = time.monotonic() + 10
+    while [r["outcome"] for r in served.models.log("slowpoke")] != ["cancelled"]:
+        assert time.monotonic() < deadline, served.models.log("slowpoke")
+        await asyncio.sleep(0.1)
+    assert served.models.log("judge") == []
     assert page.errors == []
 
 

@@ -7,7 +7,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { specs: [], thread: null, busy: false, graphFor: null, mermaid: null };
+const state = { specs: [], thread: null, busy: false, graphFor: null, abort: null };
 const FINAL = new Set(["aggregator", "fallback"]);
 
 // ---------------------------------------------------------------- small helpers
@@ -396,8 +396,9 @@ async function* sseEvents(response) {
 
 function setBusy(busy) {
   state.busy = busy;
-  $("send").disabled = busy;
-  $("send").textContent = busy ? "Running…" : "Send";
+  $("send").textContent = busy ? "Stop" : "Send";
+  $("send").classList.toggle("stop", busy);
+  $("send").setAttribute("aria-label", busy ? "Stop the run" : "Send the question");
 }
 
 async function ask(question) {
@@ -406,6 +407,7 @@ async function ask(question) {
   const turn = new Turn(question, specNamed(spec)?.layout);
   $("conversation").append(turn.root);
   turn.root.scrollIntoView({ block: "start", behavior: "smooth" });
+  state.abort = new AbortController();
   setBusy(true);
   let finished = false;
   try {
@@ -413,6 +415,7 @@ async function ask(question) {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ spec, question, thread_id: state.thread }),
+      signal: state.abort.signal,
     });
     if (!response.ok) throw new Error(await errorText(response));
     for await (const [name, data] of sseEvents(response)) {
@@ -427,8 +430,10 @@ async function ask(question) {
     }
     if (!finished) throw new Error("the connection to the server closed before the run ended");
   } catch (e) {
-    turn.error(String(e.message || e));
+    const stopped = e.name === "AbortError";
+    turn.error(stopped ? "Stopped: the run was cancelled (what had finished is kept)." : String(e.message || e));
   } finally {
+    state.abort = null;
     setBusy(false);
     loadThreads().catch(() => {});
   }
@@ -557,7 +562,11 @@ function submit() {
 async function main() {
   window.addEventListener("error", (e) => banner(`Page error: ${e.message}`));
   window.addEventListener("unhandledrejection", (e) => banner(`Page error: ${e.reason?.message || e.reason}`));
-  $("ask").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
+  $("ask").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (state.busy) state.abort?.abort();  // the button reads "Stop" while a run goes on
+    else submit();
+  });
   $("question").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submit(); }
   });
