@@ -162,6 +162,16 @@ async def test_a_failed_run_is_an_error_event_with_what_was_computed(
     assert error["partial"]["answers"] == {"layer_1/alpha": "alpha says: Hi?"}
     assert error["summary"]["calls"] == 1
 
+    # The conversation goes on after a failed turn, which stays on record as unfinished.
+    thread = events[0][1]["thread_id"]
+    after = await ask(client, "Again?", thread_id=thread)
+    assert after[-1][0] == "done" and after[0][1]["turn"] == 2
+    turns = (await client.get(f"/ui/api/threads/{thread}")).json()["turns"]
+    assert [t["question"] for t in turns] == ["Hi?", "Again?"]
+    assert "did not finish" in turns[0]["error"] and turns[0]["answer"] is None
+    assert turns[0]["answers"] == {"layer_1/alpha": "alpha says: Hi?"}
+    assert turns[1]["error"] is None and turns[1]["answer"] == "judge says: Again?"
+
 
 @pytest.mark.parametrize(
     ("body", "status", "words"),

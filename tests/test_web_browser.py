@@ -275,6 +275,11 @@ async def test_a_question_shows_every_proposer_the_references_and_the_answer(
         width = await narrow.page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the narrow page scrolls sideways ({width}px)"
         await narrow.page.screenshot(path=str(ARTIFACTS / "narrow.png"), full_page=True)
+        # The conversation list folds behind a button on a phone.
+        assert not await narrow.page.locator("#threads").is_visible()
+        await narrow.page.click("#toggle-threads")
+        assert "What is 2+2?" in await narrow.page.locator("#thread-list").inner_text()
+        assert await narrow.page.locator("#thread-list").is_visible()
         assert narrow.errors == []
     finally:
         await narrow.close()
