@@ -243,3 +243,15 @@ def test_moa_ui_serves_the_page(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def test_a_cross_site_form_post_cannot_start_a_run(
+    client: httpx.AsyncClient, server: OpenAIServer
+) -> None:
+    """Only a JSON body starts a run: the content types a foreign page may send without a
+    CORS preflight (form, text/plain) are refused, so a web page cannot spend your keys."""
+    body = '{"spec": "mix", "question": "Hi"}'
+    for kind in ("text/plain", "application/x-www-form-urlencoded"):
+        response = await client.post("/ui/api/runs", content=body, headers={"content-type": kind})
+        assert response.status_code == 422
+    assert server.requests == []
