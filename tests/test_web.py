@@ -255,3 +255,15 @@ async def test_a_cross_site_form_post_cannot_start_a_run(
         response = await client.post("/ui/api/runs", content=body, headers={"content-type": kind})
         assert response.status_code == 422
     assert server.requests == []
+
+
+async def test_allowed_hosts_refuses_other_host_names(tmp_path: Path) -> None:
+    spec = parse_spec(
+        {"layers": [[{"model": "local:smollm2"}]], "aggregator": {"model": "local:x"}}
+    )
+    app = create_ui_app({"s": spec}, db_path=tmp_path / "t.sqlite", allowed_hosts=["127.0.0.1"])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        assert (await c.get("/ui/api/specs")).status_code == 200
+        evil = await c.get("/ui/api/threads", headers={"host": "evil.example"})
+        assert evil.status_code == 400

@@ -12,7 +12,7 @@ import os
 import threading
 import urllib.request
 import webbrowser
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,6 +21,8 @@ from langchain_core.language_models import BaseChatModel
 
 from langgraph_moa.graphs.spec import MoASpec, load_preset, load_spec, preset_names
 from langgraph_moa.web.router import ui_router
+
+LOOPBACK = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
 
 def default_specs(spec_files: Iterable[str | os.PathLike[str]] = ()) -> dict[str, MoASpec]:
@@ -39,8 +41,12 @@ def create_ui_app(
     *,
     db_path: str | Path,
     chat_models: Mapping[str, BaseChatModel] | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
-    """A FastAPI app serving only the UI (``ui_router``); HTTP pools close on shutdown."""
+    """A FastAPI app serving only the UI (``ui_router``); HTTP pools close on shutdown.
+
+    ``allowed_hosts`` refuses requests naming another ``Host`` (``moa ui`` on a loopback
+    address allows only loopback names, so a DNS-rebinding page cannot drive it)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +57,10 @@ def create_ui_app(
 
     app = FastAPI(title="langgraph-moa UI", lifespan=lifespan)
     app.include_router(ui_router(specs, db_path=db_path, chat_models=chat_models))
+    if allowed_hosts is not None:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     return app
 
 
@@ -73,7 +83,12 @@ def run_ui(args: argparse.Namespace, db_path: Path) -> int:
         if not args.no_browser:
             webbrowser.open(url)
         return 0
-    app = create_ui_app(default_specs(args.spec or ()), db_path=db_path)
+    loopback = args.host in LOOPBACK
+    app = create_ui_app(
+        default_specs(args.spec or ()),
+        db_path=db_path,
+        allowed_hosts=LOOPBACK if loopback else None,
+    )
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = uvicorn.Server(config)
     if not args.no_browser:
