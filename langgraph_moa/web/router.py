@@ -63,6 +63,10 @@ def _sse(event: Event) -> str:
     return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False, default=str)}\n\n"
 
 
+def _nodes(seats: dict[str, Any]) -> set[str]:
+    return {seat["node"] for layer in seats["layers"] for seat in layer}
+
+
 def ui_router(
     specs: Mapping[str, MoASpec],
     *,
@@ -141,6 +145,10 @@ def ui_router(
             turns = await thread_turns(graph, thread_id)
         if not turns:
             raise HTTPException(404, f"no conversation {thread_id!r}")
+        for turn in turns:  # cards in spec order when the turn's spec is still offered
+            spec = specs.get(turn["spec"] or "")
+            if spec is not None and _nodes(layout(spec)) == _nodes(turn["layout"]):
+                turn["layout"] = layout(spec)
         return {"thread_id": thread_id, "turns": turns}
 
     @router.post("/ui/api/runs")
