@@ -267,3 +267,13 @@ async def test_allowed_hosts_refuses_other_host_names(tmp_path: Path) -> None:
         assert (await c.get("/ui/api/specs")).status_code == 200
         evil = await c.get("/ui/api/threads", headers={"host": "evil.example"})
         assert evil.status_code == 400
+
+
+async def test_conversations_run_side_by_side(client: httpx.AsyncClient) -> None:
+    """Two turns at once (two tabs): each on its own thread, both stored."""
+    import asyncio
+
+    runs = await asyncio.gather(ask(client, "First tab?"), ask(client, "Second tab?"))
+    assert [r[-1][0] for r in runs] == ["done", "done"]
+    threads = (await client.get("/ui/api/threads")).json()["threads"]
+    assert sorted(t["title"] for t in threads) == ["First tab?", "Second tab?"]

@@ -252,7 +252,10 @@ async def test_a_question_shows_every_proposer_the_references_and_the_answer(
     assert await final.locator("h2").inner_text() == "Two plus two"
     assert await final.locator("li").count() == 2
     assert "assert 2 + 2 == 4" in await final.locator("pre code").inner_text()
-    assert await turn.locator(".final .copy").is_enabled()
+    await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    await turn.locator(".final .copy").click()
+    await turn.locator(".final .copy").filter(has_text="Copied").wait_for()
+    assert await p.evaluate("navigator.clipboard.readText()") == ANSWER_MD
     summary = await turn.locator(".summary").inner_text()
     assert "7 calls" in summary and "1 failed" in summary and "$" in summary
 
