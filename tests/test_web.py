@@ -61,6 +61,13 @@ async def client(
                 "aggregator": {"model": "openai:gpt-4o", "api_key_env": "MOA_UNSET_KEY_Y"},
             }
         ),
+        "reviewed": parse_spec(
+            {
+                "layers": [[model("alpha"), model("beta")]],
+                "aggregator": model("judge"),
+                "review": True,
+            }
+        ),
         "doomed": parse_spec({"layers": [[model("alpha")]], "aggregator": model("broken")}),
     }
     app = create_ui_app(specs, db_path=tmp_path / "threads.sqlite")
@@ -70,7 +77,8 @@ async def client(
 
 
 async def ask(client: httpx.AsyncClient, question: str, **body: Any) -> list[tuple[str, dict]]:
-    response = await client.post("/ui/api/runs", json={"spec": "mix", "question": question, **body})
+    body = {"spec": "mix", "question": question, **body}
+    response = await client.post("/ui/api/runs", json=body)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     return events_of(response.text)
@@ -205,7 +213,7 @@ async def test_page_assets_specs_and_graph_are_served_locally(client: httpx.Asyn
     assert (await client.get("/ui/static/../router.py")).status_code == 404
 
     specs = (await client.get("/ui/api/specs")).json()["specs"]
-    assert [s["name"] for s in specs] == ["mix", "keyed", "doomed"]
+    assert [s["name"] for s in specs] == ["mix", "keyed", "reviewed", "doomed"]
     assert specs[1]["missing_keys"] == {"MOA_UNSET_KEY_Y": ["gpt-4o"]}
     graph = (await client.get("/ui/api/mermaid", params={"spec": "mix"})).json()["mermaid"]
     assert "layer_2/beta" in graph and "aggregator" in graph
@@ -277,3 +285,25 @@ async def test_conversations_run_side_by_side(client: httpx.AsyncClient) -> None
     assert [r[-1][0] for r in runs] == ["done", "done"]
     threads = (await client.get("/ui/api/threads")).json()["threads"]
     assert sorted(t["title"] for t in threads) == ["First tab?", "Second tab?"]
+
+
+async def test_a_review_pause_is_an_event_and_resuming_finishes_the_turn(
+    client: httpx.AsyncClient, server: OpenAIServer
+) -> None:
+    paused = await ask(client, "Check this?", spec="reviewed")
+    assert paused[-1] == (
+        "review",
+        {"references": ["alpha says: Check this?", "beta says: Check this?"]},
+    )
+    assert server.log("judge") == []
+    thread = paused[0][1]["thread_id"]
+    resumed = await ask(client, "", spec="reviewed", thread_id=thread, resume=["edited reference"])
+    assert resumed[0][1]["resumed"] and resumed[0][1]["turn"] == 1
+    assert resumed[0][1]["question"] == "Check this?"
+    assert resumed[-1][0] == "done"
+    assert "edited reference" in json.dumps(server.log("judge")[0]["messages"])
+    assert not any(n == "call" and d["role"] == "proposer" for n, d in resumed)  # not rerun
+    again = await ask(client, "", spec="reviewed", thread_id=thread, resume=True)
+    assert again[-1][0] == "error" and "not paused" in again[-1][1]["message"]
+    no_thread = await client.post("/ui/api/runs", json={"spec": "reviewed", "resume": True})
+    assert no_thread.status_code == 400

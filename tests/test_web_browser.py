@@ -145,7 +145,16 @@ class Served:
                 "layer_deadline": 0.3,
             }
         )
+        reviewed = parse_spec(
+            {
+                "name": "reviewed",
+                "layers": [[_model(url, "alpha"), _model(url, "beta")]],
+                "aggregator": _model(url, "judge"),
+                "review": True,
+            }
+        )
         specs = {"mix": spec, "keyed": keyed, "streaming": streaming, "rescue": rescue}
+        specs["reviewed"] = reviewed
         app = create_ui_app(specs, db_path=tmp / "threads.sqlite")
         self.server, self.thread, self.url = serve(app)
 
@@ -379,6 +388,26 @@ async def test_fallback_and_cut_proposers_say_so(page: Page) -> None:
     assert (await cut.locator(".status").inner_text()).lower() == "cut"
     assert "deadline" in await cut.locator(".reason").inner_text()
     assert "1 cut" in await turn.locator(".summary").inner_text()
+    assert page.errors == []
+
+
+async def test_a_review_pause_is_edited_and_continued(page: Page, served: Served) -> None:
+    p = page.page
+    await p.select_option("#spec", "reviewed")
+    served.models.reset()
+    await p.fill("#question", "Check this?")
+    await p.press("#question", "Enter")
+    review = p.locator(".final .review")
+    await review.wait_for()
+    assert (await p.locator(".final .status").inner_text()).lower() == "paused"
+    assert await review.locator("textarea").nth(1).input_value() == "beta says: Check this?"
+    assert served.models.log("judge") == []
+    await review.locator("textarea").nth(1).fill("beta, edited by a person")
+    await review.locator("button.continue").click()
+    await p.locator(".summary").filter(has_text="critical path").wait_for()
+    assert "Two plus two" in await p.locator(".final .markdown").inner_text()
+    assert "beta, edited by a person" in str(served.models.log("judge")[0]["messages"])
+    assert await p.locator(".card").count() == 2  # the same turn went on
     assert page.errors == []
 
 

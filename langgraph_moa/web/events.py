@@ -13,6 +13,8 @@ events, so a browser (or any other front end) never has to know LangGraph's chun
 - ``call``: a finished call's record (``calls[]`` of the state: status, latency, tokens, cost)
 - ``references``: what a layer hands on (the last layer's are what the aggregator read)
 - ``final``: the final answer (aggregator, or the fallback when a whole layer failed)
+- ``review``: the run paused before the aggregator (a spec with ``review: true``) with the
+  references it would read; resuming continues the same turn
 - ``done``: the turn's summary (totals, wall time, critical path)
 - ``error``: the run failed; ``partial`` carries what it had computed
 """
@@ -160,13 +162,15 @@ def _token(chunk: Any) -> Event | None:
 
 async def run_events(
     graph: CompiledStateGraph[Any, Any, Any, Any],
-    question: str,
+    payload: Any,
     config: RunnableConfig,
     *,
     start: dict[str, Any],
     context: Context | None = None,
 ) -> AsyncGenerator[Event, None]:
     """Run one turn of ``graph`` and yield its UI events, ``start`` first (the ``run`` event).
+
+    ``payload`` is the graph input (``{"messages": [...]}``) or a ``Command(resume=...)``.
 
     Never raises for a failed run: the failure becomes an ``error`` event carrying
     ``MoAError.partial``, so the page keeps every card it already shows."""
@@ -177,7 +181,7 @@ async def run_events(
     stream = cast(  # astream is an async generator; its annotation says only AsyncIterator
         AsyncGenerator[tuple[str, Any], None],
         graph.astream(
-            {"messages": [("user", question)]},
+            payload,
             config,
             context=context or stream_context(),
             stream_mode=modes,
@@ -210,15 +214,15 @@ async def run_events(
             },
         )
         return
-    if "__interrupt__" in final or not final.get("answer"):
+    if "__interrupt__" in final:
+        pause = final["__interrupt__"][0].value
+        refs = pause.get("references", []) if isinstance(pause, Mapping) else []
+        yield "review", {"references": list(refs)}
+        return
+    if not final.get("answer"):
         yield (
             "error",
-            {
-                "message": "the run paused for review; the page cannot resume it yet"
-                " (use `moa run --thread ...`)",
-                "partial": {},
-                "summary": None,
-            },
+            {"message": "the run ended without an answer", "partial": {}, "summary": None},
         )
         return
     calls = list(final.get("calls") or [])

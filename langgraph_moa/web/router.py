@@ -30,6 +30,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import StateGraph
+from langgraph.types import Command
 from pydantic import BaseModel, Field
 
 from langgraph_moa.graphs.builder import build_graph
@@ -52,9 +53,14 @@ class RunRequest(BaseModel):
     """One question to one spec, optionally continuing a conversation."""
 
     spec: str = Field(description="Name of a spec the server offers (GET /ui/api/specs).")
-    question: str = Field(description="The user's message.")
+    question: str = Field("", description="The user's message (not with ``resume``).")
     thread_id: str | None = Field(
         None, description="Continue this conversation; omitted = start a new one."
+    )
+    resume: bool | list[str] | None = Field(
+        None,
+        description="Continue a run paused for review (``thread_id`` required): true reads the"
+        " references as they are, a list replaces them.",
     )
 
 
@@ -155,7 +161,10 @@ def ui_router(
     async def run(request: RunRequest) -> StreamingResponse:
         spec = spec_named(request.spec)
         question = request.question.strip()
-        if not question:
+        if request.resume is not None:
+            if not request.thread_id:
+                raise HTTPException(400, "resume needs the thread_id of the paused run")
+        elif not question:
             raise HTTPException(400, "the question is empty")
         if missing := spec.missing_keys():
             needs = "; ".join(f"{var} (for {', '.join(ms)})" for var, ms in missing.items())
@@ -175,14 +184,24 @@ def ui_router(
                     }
                     state = await graph.aget_state(config)
                     asked = [m for m in state.values.get("messages", []) if m.type == "human"]
+                    payload: Any = {"messages": [("user", question)]}
+                    shown = question
+                    if request.resume is not None:
+                        if not any(task.interrupts for task in state.tasks):
+                            message = "nothing to resume: this conversation is not paused"
+                            yield _sse(("error", {"message": message, "partial": {}}))
+                            return
+                        payload = Command(resume=request.resume)
+                        shown = asked[-1].text if asked else ""
                     start = {
                         "thread_id": thread_id,
-                        "turn": len(asked) + 1,
+                        "turn": len(asked) + (request.resume is None),
                         "spec": request.spec,
-                        "question": question,
+                        "question": shown,
                         "layout": layout(spec),
+                        "resumed": request.resume is not None,
                     }
-                    events = run_events(graph, question, config, start=start)
+                    events = run_events(graph, payload, config, start=start)
                     async with aclosing(events):
                         async for event in events:
                             yield _sse(event)

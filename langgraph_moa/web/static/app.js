@@ -79,7 +79,7 @@ async function copyText(text) {
 
 const STATUS_LABEL = {
   waiting: "waiting", running: "running", retrying: "retrying", done: "done", ok: "done",
-  failed: "failed", timeout: "timed out", cut: "cut", fallback: "fallback",
+  failed: "failed", timeout: "timed out", cut: "cut", fallback: "fallback", paused: "paused",
 };
 
 class Turn {
@@ -318,6 +318,33 @@ class Turn {
     }
   }
 
+  /* The run paused before the aggregator: show what it will read, editable, and go on. */
+  review(references, go) {
+    this.setStatus("aggregator", "paused", "");
+    const box = el("div", "review");
+    box.append(el("p", null, "Paused for review: edit what the aggregator will read, then continue."));
+    const areas = references.map((text, i) => {
+      const area = el("textarea");
+      area.value = text;
+      area.rows = 3;
+      area.setAttribute("aria-label", `Reference ${i + 1}`);
+      box.append(area);
+      return area;
+    });
+    const button = el("button", "continue", "Continue");
+    button.type = "button";
+    button.addEventListener("click", () => {
+      if (state.busy) return;
+      const edited = areas.map((a) => a.value);
+      const same = edited.every((text, i) => text === references[i]);
+      box.remove();
+      go(same ? true : edited);
+    });
+    box.append(button);
+    this.finalBody.before(box);
+    button.focus();
+  }
+
   handle(name, data) {
     switch (name) {
       case "progress": return this.progress(data);
@@ -407,6 +434,15 @@ async function ask(question) {
   const turn = new Turn(question, specNamed(spec)?.layout);
   $("conversation").append(turn.root);
   turn.root.scrollIntoView({ block: "start", behavior: "smooth" });
+  await run(turn, { spec, question, thread_id: state.thread });
+}
+
+/* Continue a turn paused for review: its cards stay, the aggregator's events follow. */
+async function resume(turn, spec, decision) {
+  await run(turn, { spec, thread_id: state.thread, resume: decision });
+}
+
+async function run(turn, body) {
   state.abort = new AbortController();
   setBusy(true);
   let finished = false;
@@ -414,7 +450,7 @@ async function ask(question) {
     const response = await fetch("ui/api/runs", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ spec, question, thread_id: state.thread }),
+      body: JSON.stringify(body),
       signal: state.abort.signal,
     });
     if (!response.ok) throw new Error(await errorText(response));
@@ -422,11 +458,13 @@ async function ask(question) {
       if (name === "run") {
         state.thread = data.thread_id;
         history.replaceState(null, "", `#thread=${encodeURIComponent(data.thread_id)}`);
-        turn.setLayout(data.layout);
+        if (!data.resumed) turn.setLayout(data.layout);
+      } else if (name === "review") {
+        turn.review(data.references, (decision) => resume(turn, body.spec, decision));
       } else {
         turn.handle(name, data);
       }
-      if (name === "done" || name === "error") finished = true;
+      if (name === "done" || name === "error" || name === "review") finished = true;
     }
     if (!finished) throw new Error("the connection to the server closed before the run ended");
   } catch (e) {
