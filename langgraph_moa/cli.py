@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     from langgraph_moa.eval.cli import add_parser as add_eval
 
     add_eval(sub)
+    ui = sub.add_parser("ui", help="open the web UI in the browser (serving it if needed)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=8765)
+    ui.add_argument("--spec", action="append", help="offer this spec file too (repeatable)")
+    ui.add_argument("--db", default=None, help="SQLite file of the conversations (as --thread)")
+    ui.add_argument("--no-browser", action="store_true", help="serve without opening a browser")
     return p
 
 
@@ -244,7 +250,7 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in {"run", "presets", "graph", "eval", "-h", "--help"}:
+    if argv and argv[0] not in {"run", "presets", "graph", "eval", "ui", "-h", "--help"}:
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
     try:
@@ -261,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
             from langgraph_moa.eval.cli import main as eval_main
 
             return eval_main(args)
+        if args.command == "ui":
+            from langgraph_moa.web import run_ui
+
+            return run_ui(args, _db_path(args))
         if args.command is None:
             _parser().print_help()
             return 2
