@@ -118,7 +118,7 @@ class Judge:
             usage = getattr(message, "usage_metadata", None) or {}
         except Exception as exc:  # recorded, never raised: FastChat scores it -1
             text, usage = "$ERROR$", {}
-            from langgraph_moa.nodes.proposer import describe  # one-line and secret-free
+            from langgraph_moa.nodes.failures import describe  # one-line and secret-free
 
             reason = (
                 f"timed out after {spec.timeout:g} s"
