@@ -18,31 +18,31 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import CachePolicy
 
+from langgraph_moa.graphs import names
+from langgraph_moa.graphs.names import AGGREGATOR, FALLBACK, REVIEW
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec, resolve_spec
 from langgraph_moa.graphs.state import Context, InputState, MoAState, OutputState
+from langgraph_moa.nodes.failures import retry_policy
 from langgraph_moa.nodes.layer import layer_entry, layer_reducer, review, route_after_layer
-from langgraph_moa.nodes.proposer import (
-    Seat,
-    cache_key,
-    failure_handler,
-    model_node,
-    retry_policy,
-)
+from langgraph_moa.nodes.messages import cache_key
+from langgraph_moa.nodes.model import failure_handler, model_node
+from langgraph_moa.nodes.seat import Seat
 from langgraph_moa.nodes.sync import with_sync
 
-AGGREGATOR = "aggregator"
-FALLBACK = "fallback"
-REVIEW = "review"
+MoAGraph = StateGraph[MoAState, Context, InputState, OutputState]
+"""The uncompiled MoA graph (``build_graph``)."""
+CompiledMoA = CompiledStateGraph[MoAState, Context, InputState, OutputState]
+"""The compiled MoA graph (``create_moa``)."""
 
 
 def _add_model(
-    graph: StateGraph,
+    graph: MoAGraph,
     model: ModelSpec,
     spec: MoASpec,
     seat: Seat,
     goto: str,
     chat_models: Mapping[str, BaseChatModel],
-):
+) -> None:
     graph.add_node(
         seat.node,
         with_sync(model_node(model, spec, seat, chat_models), seat.node),
@@ -68,7 +68,7 @@ def build_graph(
     preset: str | None = None,
     chat_models: Mapping[str, BaseChatModel] | None = None,
     context_schema: type[Context] = Context,
-) -> StateGraph:
+) -> MoAGraph:
     """The MoA graph for ``spec`` (a ``MoASpec``, dict, YAML/JSON path) or ``preset``.
 
     ``chat_models`` maps model names to ready chat model instances (your own client, or a
@@ -84,13 +84,13 @@ def build_graph(
     final_layer = len(spec.layers) + 1
     after_last = REVIEW if spec.review else AGGREGATOR
     for k, models in enumerate(spec.layers, 1):
-        entry, reducer = f"layer_{k}", f"layer_{k}/aggregate"
+        entry, reducer = names.layer(k), names.aggregate(k)
         graph.add_node(entry, with_sync(layer_entry(k, spec), entry), metadata={"moa_layer": k})
         if k == 1:
             graph.add_edge(START, entry)
         for model in models:
             seat = Seat(
-                node=f"layer_{k}/{model.name}",
+                node=names.proposer(k, str(model.name)),
                 layer=k,
                 role="proposer",
                 references=k > 1,
@@ -102,7 +102,7 @@ def build_graph(
         graph.add_node(
             reducer, with_sync(layer_reducer(k, spec), reducer), metadata={"moa_layer": k}
         )
-        nxt = f"layer_{k + 1}" if k < len(spec.layers) else after_last
+        nxt = names.layer(k + 1) if k < len(spec.layers) else after_last
         if spec.aggregator.fallback is None:
             graph.add_edge(reducer, nxt)
         else:  # a layer below its quorum goes to the fallback instead
@@ -127,7 +127,7 @@ def create_moa(
     preset: str | None = None,
     chat_models: Mapping[str, BaseChatModel] | None = None,
     **compile_kwargs: Any,
-) -> CompiledStateGraph:
+) -> CompiledMoA:
     """``build_graph(...).compile(**compile_kwargs)`` with the spec's name."""
     resolved = resolve_spec(spec, preset=preset)
     graph = build_graph(resolved, chat_models=chat_models)

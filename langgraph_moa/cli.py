@@ -13,11 +13,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from langgraph_moa.errors import MoAError
 
-FINAL_NODES = {"aggregator", "fallback"}
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.types import StreamMode
+
+    from langgraph_moa.graphs.spec import MoASpec
+from langgraph_moa.graphs.names import ANSWER_NODES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,7 +60,7 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", help="spec file (YAML or JSON)")
 
 
-def _spec(args: argparse.Namespace):
+def _spec(args: argparse.Namespace) -> MoASpec:
     from langgraph_moa.graphs.spec import resolve_spec
 
     if args.spec and args.preset:
@@ -63,7 +68,7 @@ def _spec(args: argparse.Namespace):
     return resolve_spec(args.spec, preset=None if args.spec else (args.preset or "local"))
 
 
-def mermaid(spec) -> str:
+def mermaid(spec: MoASpec) -> str:
     """The graph as Mermaid, without LangGraph's internal error-handler nodes and metadata,
     so it reads like the paper's Figure 2."""
     from langgraph_moa.graphs.builder import build_graph
@@ -72,8 +77,8 @@ def mermaid(spec) -> str:
     hidden = [n for n in drawable.nodes if n.startswith("__error_handler__")]
     for node in hidden:
         drawable.remove_node(drawable.nodes[node])
-    for key, node in drawable.nodes.items():
-        drawable.nodes[key] = node._replace(metadata=None)
+    for key, drawn in drawable.nodes.items():
+        drawable.nodes[key] = drawn._replace(metadata=None)
     return drawable.draw_mermaid()
 
 
@@ -154,7 +159,7 @@ async def _run(args: argparse.Namespace) -> int:
     spec.check_keys()
     async with AsyncExitStack() as stack:
         checkpointer = None
-        config: dict[str, Any] = {}
+        config: RunnableConfig = {}
         if args.thread:
             from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -182,18 +187,17 @@ async def _run(args: argparse.Namespace) -> int:
         # Ask only for what is shown: tokens with --stream, progress events unless quiet.
         # A stream nobody reads makes every model call a plain, non-streaming request.
         stream_answer = args.stream and not args.json
-        modes = ["values"]
+        modes: list[StreamMode] = ["values"]
         modes += ["custom"] if progress.enabled else []
         modes += ["messages"] if stream_answer else []
         try:
-            async for mode, chunk in graph.astream(
-                payload, config, context=context, stream_mode=modes
-            ):
+            async for part in graph.astream(payload, config, context=context, stream_mode=modes):
+                mode, chunk = cast("tuple[str, Any]", part)  # (mode, chunk) for a list of modes
                 if mode == "custom":
                     progress(chunk)
                 elif mode == "messages":
                     token, meta = chunk
-                    if meta.get("langgraph_node") in FINAL_NODES and token.text:
+                    if meta.get("langgraph_node") in ANSWER_NODES and token.text:
                         if streamed is None:
                             print(file=sys.stderr)
                         elif token.id != streamed:  # the stream broke; a retry starts over

@@ -8,6 +8,7 @@ per-turn data, keeping the conversation.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from langchain_core.messages import AnyMessage
@@ -15,6 +16,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, interrupt
 
 from langgraph_moa.errors import InvalidInputError, LayerFailedError
+from langgraph_moa.graphs import names
 from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.state import Context, MoAState
 
@@ -49,7 +51,9 @@ def strip_reasoning(text: str, spec: MoASpec) -> str:
     return text
 
 
-def layer_entry(layer: int, spec: MoASpec):
+def layer_entry(
+    layer: int, spec: MoASpec
+) -> Callable[[MoAState, Runtime[Context]], Coroutine[Any, Any, dict[str, Any]]]:
     """Entry of a proposer layer: the node every proposer of the layer fans out from."""
 
     async def enter(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -75,14 +79,16 @@ def layer_entry(layer: int, spec: MoASpec):
     return enter
 
 
-def layer_reducer(layer: int, spec: MoASpec):
+def layer_reducer(
+    layer: int, spec: MoASpec
+) -> Callable[[MoAState, Runtime[Context]], Coroutine[Any, Any, dict[str, Any]]]:
     """Collect a layer's answers into ``references``, in spec order, and apply the quorum.
 
     Spec order (not completion order) makes runs reproducible and matches the reference
     implementation. Reasoning blocks (``<think>``...) are stripped before anyone reads them.
     """
     models = spec.layers[layer - 1]
-    nodes = [f"layer_{layer}/{m.name}" for m in models]
+    nodes = [names.proposer(layer, str(m.name)) for m in models]
     can_fall_back = spec.aggregator.fallback is not None
 
     async def reduce(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -115,11 +121,11 @@ def layer_reducer(layer: int, spec: MoASpec):
     return reduce
 
 
-def route_after_layer(next_node: str):
+def route_after_layer(next_node: str) -> Callable[[MoAState], str]:
     """After a layer: on to ``next_node``, or to the fallback answer if the quorum failed."""
 
     def route(state: MoAState) -> str:
-        return "fallback" if state.get("fallback_reason") else next_node
+        return names.FALLBACK if state.get("fallback_reason") else next_node
 
     return route
 

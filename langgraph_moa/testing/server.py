@@ -114,7 +114,9 @@ class Behavior:
     latency_by_call: list[float] | None = None
     """Per-call latency override: call k (1-based) uses ``latency_by_call[k-1]`` if present."""
     token_delay: float = 0.0
-    """Seconds between streamed content chunks."""
+    """Seconds between tokens: streamed chunks are this far apart, and a non-streaming answer
+    arrives when its last token would have (a real server generates the same tokens either
+    way, so streaming and non-streaming calls take equally long)."""
     tokens: int | None = None
     """Pad/truncate the answer to exactly this many whitespace-separated tokens."""
     content: str | None = None
@@ -654,6 +656,8 @@ class OpenAIServer:
                 request, rec, beh, body, model, cid, created, content, finish_reason, usage, drop
             )
 
+        if beh.token_delay > 0:  # the generation time of the tokens after the first
+            await asyncio.sleep(beh.token_delay * max(0, len(_PIECE_RE.findall(content)) - 1))
         rec["status"] = 200
         rec["first_byte"] = time.time()
         if beh.malformed:
