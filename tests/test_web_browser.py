@@ -403,6 +403,8 @@ async def test_a_review_pause_is_edited_and_continued(page: Page, served: Served
     assert await review.locator("textarea").nth(1).input_value() == "beta says: Check this?"
     assert served.models.log("judge") == []
     await review.locator("textarea").nth(1).fill("beta, edited by a person")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await p.screenshot(path=str(ARTIFACTS / "review.png"))
     await review.locator("button.continue").click()
     await p.locator(".summary").filter(has_text="critical path").wait_for()
     assert "Two plus two" in await p.locator(".final .markdown").inner_text()

@@ -65,9 +65,10 @@ def create_ui_app(
 
 
 def _is_ui(url: str) -> bool:
-    """Whether a langgraph-moa UI already answers at ``url``."""
+    """Whether a langgraph-moa UI already answers at ``url`` (nothing listening fails at once;
+    a busy machine may take seconds to answer)."""
     try:
-        with urllib.request.urlopen(url + "ui/api/specs", timeout=1) as response:
+        with urllib.request.urlopen(url + "ui/api/specs", timeout=5) as response:
             return "specs" in json.loads(response.read())
     except (OSError, ValueError):
         return False
