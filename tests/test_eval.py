@@ -325,3 +325,10 @@ async def test_judge_records_usage_and_a_timeout_without_raising(server) -> None
     )
     text, call = await Judge(slow)("system", "user")
     assert (text, call["status"], call["error"]) == ("$ERROR$", "failed", "timed out after 0.2 s")
+
+
+def test_pareto_front_keeps_only_points_nothing_cheaper_beats() -> None:
+    from langgraph_moa.eval.compare import pareto_front
+
+    points = [(3.0, 9.0), (1.0, 7.0), (2.0, 6.5), (2.5, 8.0), (1.0, 6.0), (4.0, 8.5)]
+    assert pareto_front(points) == [(1.0, 7.0), (2.5, 8.0), (3.0, 9.0)]

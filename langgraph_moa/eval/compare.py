@@ -83,6 +83,16 @@ def render(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, score) points no other point beats on both (cheaper and at least as good),
+    by increasing cost."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
 def plot(summaries: list[dict[str, Any]], out: str | Path) -> Path:
     """Score vs cost per spec (one point each), saved as PNG."""
     import matplotlib
@@ -97,10 +107,17 @@ def plot(summaries: list[dict[str, Any]], out: str | Path) -> Path:
             points.append((s, *per_item(s), score))
     use_cost = bool(points) and all(cost is not None for _, cost, _, _ in points)
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+
+    def x_of(cost: float | None, tokens: float) -> float:
+        return float(cost) if use_cost and cost is not None else float(tokens)
+
     for s, cost, tokens, score in points:
-        x = float(cost) if use_cost and cost is not None else float(tokens)
+        x = x_of(cost, tokens)
         ax.scatter([x], [score], s=50)
         ax.annotate(str(s["spec_name"]), (x, score), textcoords="offset points", xytext=(5, 5))
+    front = pareto_front([(x_of(c, t), score) for _, c, t, score in points])
+    if len(front) > 1:  # the paper's figure connects the cost-quality frontier
+        ax.plot(*zip(*front, strict=True), "--", color="gray", linewidth=1, zorder=0)
     ax.set_xlabel("cost per item (USD)" if use_cost else "tokens per item (no prices known)")
     evals = sorted({s["eval"] for s in summaries})
     ax.set_ylabel(SCORE_LABEL[evals[0]] if len(evals) == 1 else "score")
