@@ -87,7 +87,8 @@ def _spec(args: argparse.Namespace, preset_or_path: str | None = None) -> Any:
 
 
 def _dump(spec: Any) -> dict[str, Any]:
-    return spec.model_dump(mode="json")
+    dumped: dict[str, Any] = spec.model_dump(mode="json")
+    return dumped
 
 
 async def _mt_bench(args: argparse.Namespace) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 
 from langgraph_moa.errors import MoAError
 
-MT_BENCH = files("langgraph_moa.eval").joinpath("data", "mt_bench")
+MT_BENCH = files("langgraph_moa.eval").joinpath("data").joinpath("mt_bench")
 """The MT-Bench questions, GPT-4 reference answers and judge prompts (FastChat, Apache-2.0)."""
 
 NEED_REF_CATS = ("math", "reasoning", "coding")
@@ -61,7 +61,7 @@ def mt_bench_questions(path: str | Path | None = None) -> list[dict[str, Any]]:
 def mt_bench_references(path: str | Path | None = None) -> dict[int, list[str]]:
     """GPT-4 reference answers by question id (FastChat ``model_answer`` format)."""
     if path is None:
-        ref = MT_BENCH.joinpath("reference_answer", "gpt-4.jsonl")
+        ref = MT_BENCH.joinpath("reference_answer").joinpath("gpt-4.jsonl")
         text, source = ref.read_text("utf-8"), "reference_answer/gpt-4.jsonl"
     else:
         text, source = _read(path), str(path)

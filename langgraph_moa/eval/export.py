@@ -26,7 +26,7 @@ def _done(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records.values() if not r.get("error")]
 
 
-def alpaca_eval(header: dict[str, Any], records: dict[str, dict[str, Any]]) -> list[dict]:
+def alpaca_eval(header: dict[str, Any], records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     generator = str(header.get("spec_name"))
     out = []
     for r in _done(records):
@@ -44,7 +44,7 @@ def alpaca_eval(header: dict[str, Any], records: dict[str, dict[str, Any]]) -> l
     return out
 
 
-def fastchat(header: dict[str, Any], records: dict[str, dict[str, Any]]) -> list[dict]:
+def fastchat(header: dict[str, Any], records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     if header["eval"] != "mt-bench":
         raise MoAError("--export fastchat needs MT-Bench results (FastChat model_answer)")
     rows = sorted(_done(records), key=lambda r: r["question_id"])

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any
-
-from langgraph.graph.state import CompiledStateGraph
+from typing import TYPE_CHECKING, Any
 
 from langgraph_moa.eval.answer import moa_answer
+
+if TYPE_CHECKING:
+    pass
 
 PROMPT_SUFFIX = (
     "\n\nSolve the problem step by step. End with the final answer on its own line in the"
@@ -65,7 +66,7 @@ def grade(answer: str, reference: str) -> dict[str, Any]:
     }
 
 
-async def run_problem(graph: CompiledStateGraph, row: dict[str, Any]) -> dict[str, Any]:
+async def run_problem(graph: CompiledMoA, row: dict[str, Any]) -> dict[str, Any]:
     result = await moa_answer(graph, [("user", row["question"] + PROMPT_SUFFIX)])
     record: dict[str, Any] = {
         "question": row["question"],

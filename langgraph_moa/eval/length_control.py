@@ -24,7 +24,7 @@ RIDGE = 1e-6
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    return np.asarray(1.0 / (1.0 + np.exp(-x)))
 
 
 def fit(preferences: Sequence[float], delta_len: Sequence[float]) -> dict[str, float]:

@@ -12,13 +12,14 @@ FastChat's ``gen_judgment --mode single``:
 from __future__ import annotations
 
 import time
-from typing import Any
-
-from langgraph.graph.state import CompiledStateGraph
+from typing import TYPE_CHECKING, Any
 
 from langgraph_moa.eval.answer import moa_answer
 from langgraph_moa.eval.data import NEED_REF_CATS
 from langgraph_moa.eval.judge import Judge, parse_rating
+
+if TYPE_CHECKING:
+    from langgraph_moa.graphs.builder import CompiledMoA
 
 CATEGORY_TEMPERATURE = {
     "writing": 0.7,
@@ -65,7 +66,7 @@ def judge_user_prompt(
 
 
 async def run_question(
-    graph: CompiledStateGraph,
+    graph: CompiledMoA,
     judge: Judge,
     question: dict[str, Any],
     prompts: dict[str, dict[str, Any]],
