@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from langgraph_moa.eval.answer import moa_answer
 
 if TYPE_CHECKING:
-    pass
+    from langgraph_moa.graphs.builder import CompiledMoA
 
 PROMPT_SUFFIX = (
     "\n\nSolve the problem step by step. End with the final answer on its own line in the"
