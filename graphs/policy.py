@@ -52,7 +52,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from langgraph_moa.errors import SpecError
+from langgraph_moa.errors import InvalidInputError, SpecError
 from langgraph_moa.graphs.spec import (
     MoASpec,
     ModelSpec,
@@ -61,6 +61,7 @@ from langgraph_moa.graphs.spec import (
     parse_spec,
     preset_names,
 )
+from langgraph_moa.graphs.state import check_overrides as _check_overrides
 from langgraph_moa.models.providers import (
     DEFAULT_KEY_ENV,
     OPENAI_COMPATIBLE,
@@ -119,18 +120,10 @@ def _chain(model: ModelSpec | None, path: str) -> dict[int, str]:
 
 def check_overrides(source: Mapping[str, Any], max_tokens: int = MAX_OVERRIDE_TOKENS) -> None:
     """Per-run ``temperature`` (0-2) and ``max_tokens`` (1..cap) or a ``SpecError``."""
-    temperature = source.get("temperature")
-    if temperature is not None and (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not 0 <= temperature <= 2
-    ):
-        raise SpecError("context.temperature: must be a number from 0 to 2")
-    tokens = source.get("max_tokens")
-    if tokens is not None and (
-        isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= max_tokens
-    ):
-        raise SpecError(f"context.max_tokens: must be a whole number from 1 to {max_tokens}")
+    try:
+        _check_overrides(source.get("temperature"), source.get("max_tokens"), max_tokens)
+    except InvalidInputError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def _as_mapping(context: Any) -> Mapping[str, Any]:
