@@ -1,0 +1,265 @@
+"""Attacks on a real ``langgraph dev`` server, as any client of it could try them.
+
+The server process has canary keys in its environment and accepts whole client specs
+(``MOA_TRUST_RUN_SPECS=1``: the most permissive setting, so the policy's own rules are what is
+tested). The only upstream is a raw TCP listener on 127.0.0.1 that records every byte it
+receives: every attack must be refused, no byte (so no canary) may reach the listener, no
+refusal may name a server variable, and the server must keep answering ``/ok``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from test_langgraph_dev import ROOT, STARTUP_TIMEOUT, DevServer, _stop, free_port
+
+pytestmark = pytest.mark.slow
+
+CANARIES = {
+    "OPENAI_API_KEY": "sk-canary-openai-0001",
+    "TOGETHER_API_KEY": "canary-together-0002",
+    "AZURE_OPENAI_API_KEY": "canary-azure-0003",
+    "LANGSMITH_API_KEY": "lsv2-canary-langsmith-0004",
+    "SECRET_CANARY": "canary-secret-0005",
+}
+QUESTION = {"messages": [{"role": "user", "content": "What is 2+2?"}]}
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 that keeps every byte sent to it."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.connections = 0
+        self.url = ""
+        self._server: asyncio.AbstractServer | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(asyncio.TimeoutError):
+            self.received += await asyncio.wait_for(reader.read(65536), 2)
+        writer.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+        writer.close()
+
+    async def __aenter__(self) -> Listener:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+@pytest.fixture(scope="module")
+def canary_server(tmp_path_factory) -> Iterator[DevServer]:
+    exe = shutil.which("langgraph", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("langgraph CLI not installed (pip install 'langgraph-cli[inmem]')")
+    port = free_port()
+    log = tmp_path_factory.mktemp("langgraph-dev-canary") / "server.log"
+    env = {
+        **os.environ,
+        **CANARIES,
+        "LANGSMITH_TRACING": "false",
+        "LANGCHAIN_TRACING_V2": "false",
+        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "MOA_TRUST_RUN_SPECS": "1",
+    }
+    env.pop("MOA_RUN_BASE_URLS", None)
+    cmd = [exe, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--config", "langgraph.json"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    server = DevServer(f"http://127.0.0.1:{port}", log, proc)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not _ok(server):
+            if proc.poll() is not None:
+                pytest.fail(f"langgraph dev exited ({proc.returncode}):\n{server.log_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"langgraph dev not ready:\n{server.log_text()}")
+            time.sleep(0.25)
+        yield server
+    finally:
+        _stop(proc)
+
+
+def _ok(server: DevServer) -> bool:
+    try:
+        with urllib.request.urlopen(server.url + "/ok", timeout=5) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@pytest_asyncio.fixture
+async def listener() -> AsyncIterator[Listener]:
+    async with Listener() as lst:
+        yield lst
+
+
+@pytest.fixture
+def client(canary_server: DevServer):
+    from langgraph_sdk import get_client
+
+    return get_client(url=canary_server.url, timeout=60)
+
+
+def m(name: str, model: str = "openai:gpt-4o-mini", **kw: Any) -> dict[str, Any]:
+    return {"name": name, "model": model, "timeout": 10, **kw}
+
+
+def one(model: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    return {"layers": [[model]], "aggregator": m("agg"), **kw}
+
+
+def attacks(url: str) -> dict[str, tuple[dict[str, Any], str]]:
+    """name -> (run context, the rule the refusal must name)."""
+    return {
+        "together URL param": (
+            {"spec": one(m("t", "together:x", params={"together_api_base": url}))},
+            "params.together_api_base",
+        ),
+        "together URL + any variable": (
+            {
+                "spec": one(
+                    m(
+                        "t",
+                        "together:x",
+                        api_key_env="SECRET_CANARY",
+                        params={"together_api_base": url},
+                    )
+                )
+            },
+            "api_key_env",
+        ),
+        "azure endpoint": (
+            {"spec": one(m("az", "azure_openai:gpt-4o", params={"azure_endpoint": url}))},
+            "params.azure_endpoint",
+        ),
+        "langsmith base": (
+            {"spec": one(m("ls", "langsmith:gpt-4o", params={"openai_api_base": url}))},
+            "params.openai_api_base",
+        ),
+        "base_url + key variable": (
+            {"spec": one(m("o", base_url=url, api_key_env="OPENAI_API_KEY"))},
+            "api_key_env",
+        ),
+        "base_url not allowed": ({"spec": one(m("o", base_url=url))}, "base_url"),
+        "any variable to default endpoint": (
+            {"spec": one(m("o", api_key_env="HOME"))},
+            "api_key_env",
+        ),
+        "default headers": (
+            {"spec": one(m("o", params={"default_headers": {"x": "y"}}))},
+            "params.default_headers",
+        ),
+        "local n_threads": (
+            {"spec": one(m("l", "local:smollm2", params={"n_threads": 100000}))},
+            "params.n_threads",
+        ),
+        "local n_ctx": (
+            {"spec": one(m("l", "local:smollm2", params={"n_ctx": 10**9}))},
+            "params.n_ctx",
+        ),
+        "local model_path": (
+            {"spec": one(m("l", "local:smollm2", params={"model_path": "/etc/passwd"}))},
+            "params.model_path",
+        ),
+        "ReDoS strip pattern": ({"spec": one(m("o"), strip_patterns=["(a+)+$"])}, "strip_pat"),
+        "huge graph": (
+            {"spec": {"layers": [[m(f"p{i}") for i in range(200)]] * 50, "aggregator": m("a")}},
+            "layers",
+        ),
+        "unbounded retry interval": (
+            {"spec": one(m("o", retry={"initial_interval": 10**9}))},
+            "initial_interval",
+        ),
+        "unbounded timeout": ({"spec": one(m("o", timeout=10**9))}, "timeout"),
+        "hot temperature": ({"preset": "moa-lite", "temperature": "hot"}, "temperature"),
+        "negative max_tokens": ({"preset": "moa-lite", "max_tokens": -1}, "max_tokens"),
+    }
+
+
+def assert_clean(text: str) -> None:
+    for var, value in CANARIES.items():
+        assert value not in text
+        assert var not in text, f"refusal names the server variable {var}"
+
+
+async def refused(client: Any, assistant: str, context: dict[str, Any] | None) -> str:
+    from langgraph_sdk.errors import APIError
+
+    try:
+        out = await client.runs.wait(None, assistant, input=QUESTION, context=context)
+    except APIError as exc:
+        return str(exc)
+    except Exception as exc:  # the run's error, raised by the SDK
+        return f"{type(exc).__name__}: {exc}"
+    pytest.fail(f"not refused: {str(out)[:300]}")
+
+
+async def test_every_attack_is_refused_and_nothing_reaches_the_listener(
+    client, listener, canary_server
+):
+    for name, (context, rule) in attacks(listener.url).items():
+        text = await refused(client, "moa", context)
+        print(f"{name}: {text[:300]}")  # shown on failure (or with -rP)
+        assert rule in text, f"{name}: {text[:400]}"
+        assert_clean(text)
+        assert _ok(canary_server), f"{name}: the server stopped answering /ok"
+    assert canary_server.proc.poll() is None
+    assert listener.connections == 0 and not listener.received
+    log = canary_server.log_text()
+    for value in CANARIES.values():
+        assert value not in log
+
+
+async def test_unset_and_set_variables_are_refused_alike(client, listener):
+    texts = [
+        await refused(client, "moa", {"spec": one(m("o", api_key_env=var))})
+        for var in ("SECRET_CANARY", "NO_SUCH_VARIABLE_XYZ")
+    ]
+    assert texts[0] == texts[1]  # nothing tells a client which variables exist
+    assert "NO_SUCH_VARIABLE_XYZ" not in texts[1]
+
+
+async def test_a_stored_assistant_context_is_refused_on_every_run(client, listener):
+    evil = {"spec": one(m("t", "together:x", params={"together_api_base": listener.url}))}
+    try:
+        assistant = await client.assistants.create("moa", context=evil, name="evil")
+    except Exception as exc:  # refused at creation: as good
+        assert "together_api_base" in str(exc)
+        return
+    try:
+        for _ in range(2):
+            text = await refused(client, assistant["assistant_id"], None)
+            assert "together_api_base" in text
+            assert_clean(text)
+    finally:
+        await client.assistants.delete(assistant["assistant_id"])
+    assert listener.connections == 0 and not listener.received
