@@ -227,6 +227,7 @@ class RunPolicy:
             raise SpecError("context.spec must be an object (a whole spec), not a path")
         if "strip_patterns" in data:
             raise SpecError("context.spec.strip_patterns: set by the server only (no client regex)")
+        self._check_raw_params(data)  # before validation runs any provider's own checks
         spec = parse_spec(dict(data), source="context.spec")
         self._check_shape(spec)
         where = _where(spec)
@@ -235,6 +236,30 @@ class RunPolicy:
         return spec
 
     # ------------------------------------------------------------------------ rules
+    def _check_raw_params(self, data: Mapping[str, Any]) -> None:
+        layers = data.get("layers")
+        raw: list[tuple[Any, str]] = [(data.get("aggregator"), "aggregator")]
+        if isinstance(layers, list):
+            for i, layer in enumerate(layers[: self.limits.layers + 1]):
+                if isinstance(layer, list):
+                    raw += [(mod, f"layers[{i}][{j}]") for j, mod in enumerate(layer)]
+        for model, path in raw:
+            while isinstance(model, Mapping):
+                params = model.get("params")
+                if isinstance(params, Mapping):
+                    for key in params:
+                        self._check_param_name(str(key), f"context.spec.{path}.params.{key}")
+                model, path = model.get("fallback"), f"{path}.fallback"
+
+    @staticmethod
+    def _check_param_name(key: str, path: str) -> None:
+        if key in URL_PARAMS or key not in SAMPLING_PARAMS:
+            kind = "endpoint/client" if key in URL_PARAMS else "non-sampling"
+            raise SpecError(
+                f"{path}: {kind} parameter; a run's params may only be"
+                f" sampling settings ({', '.join(sorted(SAMPLING_PARAMS))})"
+            )
+
     def _check_shape(self, spec: MoASpec) -> None:
         lim = self.limits
         if len(spec.layers) > lim.layers:
@@ -273,12 +298,7 @@ class RunPolicy:
         ):
             raise SpecError(f"{path}.base_url: not an endpoint this server allows")
         for key, value in model.params.items():
-            if key in URL_PARAMS or key not in SAMPLING_PARAMS:
-                kind = "endpoint/client" if key in URL_PARAMS else "non-sampling"
-                raise SpecError(
-                    f"{path}.params.{key}: {kind} parameter; a run's params may only be"
-                    f" sampling settings ({', '.join(sorted(SAMPLING_PARAMS))})"
-                )
+            self._check_param_name(key, f"{path}.params.{key}")
             self._check_param(key, value, f"{path}.params.{key}")
         if model.max_tokens is None or model.max_tokens > lim.max_tokens:
             raise SpecError(f"{path}.max_tokens: required, at most {lim.max_tokens}")

@@ -152,6 +152,15 @@ class ModelSpec(BaseModel):
             raise ValueError(f"{bad[0]!r} looks like a secret: name its variable in api_key_env")
         return value
 
+    @model_validator(mode="after")
+    def _local_limits(self) -> ModelSpec:
+        """A ``local:`` model's threads and context fit the machine and the model."""
+        if self.provider == LOCAL_PROVIDER and self.params:
+            from langgraph_moa.models.local import check_params
+
+            check_params(self.params)
+        return self
+
     @property
     def provider(self) -> str:
         return self.model.partition(":")[0]

@@ -141,3 +141,15 @@ def test_loaded_models_cache_is_bounded(monkeypatch):
     assert [k[1] for k in loads] == [512, 1024, 2048, 4096, 512]  # 512 was evicted, reloaded
     local._get_loaded("/m.gguf", n_ctx=512, n_threads=1)
     assert len(loads) == 5  # still cached
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"n_threads": 100_000}, r"layers\[0\]\[0\]: n_threads=100000: from 1 to"),
+        ({"n_ctx": "big"}, r"n_ctx must be a whole number"),
+    ],
+)
+def test_local_limits_are_checked_when_the_spec_is_validated(params, match):
+    with pytest.raises(SpecError, match=match):
+        parse_spec(spec({"model": "local:smollm2", "params": params}))

@@ -155,7 +155,7 @@ def attacks(url: str) -> dict[str, tuple[dict[str, Any], str]]:
                     )
                 )
             },
-            "api_key_env",
+            "params.together_api_base",
         ),
         "azure endpoint": (
             {"spec": one(m("az", "azure_openai:gpt-4o", params={"azure_endpoint": url}))},

@@ -125,6 +125,10 @@ def test_overrides_within_bounds_pass():
         (m(context_window=2_000_000), r"context_window: at most"),
         (m(system_prompt="x" * 30_000), r"system_prompt: at most"),
         (m(fallback=m("f", api_key_env="SECRET_CANARY")), r"\[0\]\.fallback\.api_key_env"),
+        (
+            m(fallback={"model": "local:smollm2", "params": {"n_threads": 100000}}),
+            r"\[0\]\.fallback\.params\.n_threads: non-sampling",
+        ),
     ],
 )
 def test_client_spec_rules(model, match):

@@ -397,12 +397,26 @@ def _get_loaded(
         return loaded
 
 
+def check_params(params: dict[str, Any]) -> None:
+    """``check_limits`` for a spec's ``params`` of a ``local:`` model, when the spec is
+    validated (before any model is loaded or called)."""
+    n_ctx, n_threads = params.get("n_ctx", DEFAULT_N_CTX), params.get("n_threads")
+    for name, value in (("n_ctx", n_ctx), ("n_threads", n_threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{name} must be a whole number")
+    try:
+        path = str(params.get("model_path") or default_model_path())
+    except LocalModelUnavailableError:
+        path = ""  # reported when the model is used
+    check_limits(path, int(n_ctx), int(n_threads or _default_n_threads()))
+
+
 def check_limits(path: str, n_ctx: int, n_threads: int) -> None:
     """Refuse settings that would exhaust the machine: more threads than CPUs, or a context
     larger than the model was trained for (llama.cpp allocates its KV cache up front)."""
     if not 1 <= n_threads <= available_cpus():
         raise ValueError(f"n_threads={n_threads}: from 1 to {available_cpus()} (the CPU count)")
-    trained = training_context(path)
+    trained = training_context(path) if path else None
     if n_ctx < 1 or (trained is not None and n_ctx > trained):
         raise ValueError(f"n_ctx={n_ctx}: from 1 to {trained} (the model's training context)")
 
