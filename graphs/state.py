@@ -96,6 +96,13 @@ class Context:
             " does not pay for proposer tokens; the LangGraph server's graphs turn it on."
         },
     )
+    max_cost: float | None = field(
+        default=None,
+        metadata={
+            "description": "USD this run may spend (overrides the spec's max_cost): it stops"
+            " before a step whose worst-case cost would exceed it."
+        },
+    )
     preset: str | None = field(
         default=None,
         metadata={

@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--db", default=None, help="SQLite file for --thread (default: user data dir)")
     run.add_argument("--temperature", type=float, help="override every model's temperature")
     run.add_argument("--max-tokens", type=int, help="override every model's max_tokens")
+    # -- beyond the paper (issue 15) --
+    run.add_argument("--max-cost", type=float, help="USD this run may spend (stops before more)")
+    est = sub.add_parser("estimate", help="worst-case calls, tokens and cost of a spec")
+    est.add_argument("question", nargs="*", help="the question (default: a 200-token one)")
+    _spec_args(est)
+    est.add_argument("--max-tokens", type=int, help="override every model's max_tokens")
+    est.add_argument("--json", action="store_true", help="print the estimate as JSON")
     sub.add_parser("presets", help="list the built-in presets")
     graph = sub.add_parser("graph", help="print the graph as a Mermaid diagram")
     _spec_args(graph)
@@ -169,7 +176,9 @@ async def _run(args: argparse.Namespace) -> int:
             paused = any(task.interrupts for task in state.tasks)
             payload = Command(resume=True) if paused else None
             print(f"resuming thread {args.thread} at {', '.join(state.next)}", file=sys.stderr)
-        context = Context(temperature=args.temperature, max_tokens=args.max_tokens)
+        context = Context(
+            temperature=args.temperature, max_tokens=args.max_tokens, max_cost=args.max_cost
+        )
         progress = Progress(not args.quiet and not args.json)
         final: dict[str, Any] = {}
         streamed: str | None = None  # id of the answer message being printed
@@ -237,7 +246,7 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in {"run", "presets", "graph", "-h", "--help"}:
+    if argv and argv[0] not in {"run", "presets", "graph", "estimate", "-h", "--help"}:
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
     try:
@@ -249,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "graph":
             print(mermaid(_spec(args)))
+            return 0
+        if args.command == "estimate":
+            from langgraph_moa.costs import estimate, format_estimate
+
+            question = " ".join(args.question).strip() or None
+            result = estimate(_spec(args), question, max_tokens=args.max_tokens)
+            print(json.dumps(result.as_dict(), indent=2) if args.json else format_estimate(result))
             return 0
         if args.command is None:
             _parser().print_help()
