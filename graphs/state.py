@@ -75,6 +75,10 @@ class OutputState(TypedDict):
 class MoAState(OutputState):
     """Full graph state. ``references`` is the previous layer's answers in spec order."""
 
+    run_params: NotRequired[dict[str, Any]]
+    """The run's overrides of model settings (``Context.temperature``/``max_tokens``), written
+    by ``layer_1``: part of every cache key, so a changed override never reuses an answer."""
+
 
 @dataclass(kw_only=True)
 class Context:

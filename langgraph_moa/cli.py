@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tokens", type=int, help="override every model's max_tokens")
     # -- beyond the paper (issue 15) --
     run.add_argument("--max-cost", type=float, help="USD this run may spend (stops before more)")
+    run.add_argument(
+        "--cache", action="store_true", help="reuse answers across runs (persistent SQLite cache)"
+    )
+    cache = sub.add_parser("cache", help="the persistent answer cache: clear it or show where")
+    cache.add_argument("action", choices=["clear", "path"], help="clear: delete every answer")
     est = sub.add_parser("estimate", help="worst-case calls, tokens and cost of a spec")
     est.add_argument("question", nargs="*", help="the question (default: a 200-token one)")
     _spec_args(est)
@@ -121,12 +126,14 @@ def totals(calls: list[dict[str, Any]]) -> dict[str, Any]:
     """Run totals derived from the per-call records (never stored twice)."""
     return {
         "calls": len(calls),
+        "cached": sum(bool(c.get("cached")) for c in calls),
         "failed": sum(c["status"] in ("failed", "timeout") for c in calls),
         "cut": sum(c["status"] == "cut" for c in calls),
         "input_tokens": sum(c["input_tokens"] for c in calls),
         "output_tokens": sum(c["output_tokens"] for c in calls),
         # None unless every call had a price: a partial sum would understate the cost.
-        "cost_usd": sum(c["cost_usd"] or 0.0 for c in calls)
+        # A cached answer cost nothing this time.
+        "cost_usd": sum(c["cost_usd"] or 0.0 for c in calls if not c.get("cached"))
         if calls and all(c.get("cost_usd") is not None for c in calls)
         else None,
     }
@@ -149,6 +156,8 @@ async def _run(args: argparse.Namespace) -> int:
     from langgraph_moa.models.factory import aclose_clients
 
     spec = _spec(args)
+    if args.cache:
+        spec = spec.model_copy(update={"cache": True})
     question = " ".join(args.question).strip()
     if not question and not args.thread:
         raise MoAError('ask a question, e.g. moa "What is Mixture-of-Agents?"')
@@ -165,7 +174,13 @@ async def _run(args: argparse.Namespace) -> int:
                 AsyncSqliteSaver.from_conn_string(str(path))
             )
             config = {"configurable": {"thread_id": args.thread}}
-        graph = build_graph(spec).compile(checkpointer=checkpointer, name=spec.name)
+        cache = None
+        if spec.cache:  # `cache: true` or --cache: answers survive between runs
+            from langgraph_moa.cache import persistent_cache
+
+            cache = persistent_cache()
+        graph = build_graph(spec).compile(checkpointer=checkpointer, cache=cache, name=spec.name)
+        cached: set[str] = set()  # nodes whose answer came from the cache
         if question:
             payload: Any = {"messages": [("user", question)]}
         else:
@@ -188,6 +203,7 @@ async def _run(args: argparse.Namespace) -> int:
         modes = ["values"]
         modes += ["custom"] if progress.enabled else []
         modes += ["messages"] if stream_answer else []
+        modes += ["updates"] if cache is not None else []  # says which answers were cached
         try:
             async for mode, chunk in graph.astream(
                 payload, config, context=context, stream_mode=modes
@@ -206,12 +222,17 @@ async def _run(args: argparse.Namespace) -> int:
                         print(token.text, end="", flush=True)
                 elif mode == "values":
                     final = chunk
+                elif mode == "updates" and (chunk.get("__metadata__") or {}).get("cached"):
+                    cached.update(k for k in chunk if k != "__metadata__")
         finally:
             await aclose_clients()
     if "__interrupt__" in final or not final.get("answer"):
         if args.thread:
             raise MoAError(f"the run paused; resume it with: moa run --thread {args.thread}")
         raise MoAError("the run ended without an answer")
+    for call in final.get("calls", []):
+        if call["node"] in cached:
+            call["cached"] = True  # type: ignore[typeddict-unknown-key]
     _print_result(final, args, streamed is not None)
     return 0
 
@@ -236,7 +257,9 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
     if not args.quiet:
         t = totals(calls)
         print(
-            f"[{t['calls']} calls, {t['failed']} failed, {t['cut']} cut,"
+            f"[{t['calls']} calls"
+            + (f" ({t['cached']} from the cache)" if t["cached"] else "")
+            + f", {t['failed']} failed, {t['cut']} cut,"
             f" {t['input_tokens']} in / {t['output_tokens']} out tokens]",
             file=sys.stderr,
         )
@@ -246,7 +269,7 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in {"run", "presets", "graph", "estimate", "-h", "--help"}:
+    if argv and argv[0] not in {"run", "presets", "graph", "estimate", "cache", "-h", "--help"}:
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
     try:
@@ -258,6 +281,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "graph":
             print(mermaid(_spec(args)))
+            return 0
+        if args.command == "cache":
+            from langgraph_moa.cache import cache_path, clear_cache
+
+            if args.action == "clear":
+                print(f"removed {clear_cache()} cached answers from {cache_path()}")
+            else:
+                print(cache_path())
             return 0
         if args.command == "estimate":
             from langgraph_moa.costs import estimate, format_estimate

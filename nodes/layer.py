@@ -74,6 +74,7 @@ def layer_entry(layer: int, spec: MoASpec):
             "references": [],
             "answer": "",
             "fallback_reason": "",
+            "run_params": run_params(runtime.context),
         }
 
     return enter
@@ -127,6 +128,14 @@ def layer_reducer(layer: int, spec: MoASpec):
         return {"references": references, "fallback_reason": str(error)}
 
     return reduce
+
+
+def run_params(context: Context | None) -> dict[str, Any]:
+    """The context's overrides of model settings, for the cache key (issue 15)."""
+    if context is None:
+        return {}
+    overrides = {"temperature": context.temperature, "max_tokens": context.max_tokens}
+    return {k: v for k, v in overrides.items() if v is not None}
 
 
 def _guard_cost(error: CostLimitError | None, state: MoAState | None) -> None:

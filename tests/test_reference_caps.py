@@ -52,3 +52,15 @@ def test_caps_lower_the_estimate(model):
     uncapped = estimate(parse_spec(base)).calls[-1].input_tokens
     capped = estimate(parse_spec({**base, "reference_max_tokens": 100})).calls[-1].input_tokens
     assert uncapped - capped >= 2 * (500 - 100 - 5)
+
+
+def test_the_example_spec_loads_and_fits_its_own_max_cost():
+    from pathlib import Path
+
+    from langgraph_moa.graphs.spec import load_spec
+
+    spec = load_spec(Path(__file__).parents[1] / "examples" / "guarded-moa-lite.yaml")
+    assert spec.cache and spec.reference_max_tokens == 300
+    assert spec.layers[0][5].reference_max_tokens == 150
+    assert spec.max_cost is not None
+    assert estimate(spec).totals()["cost_usd"] <= spec.max_cost

@@ -1,0 +1,113 @@
+"""A cache that survives (issue 15): LangGraph's SqliteCache in the user's cache directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from langgraph_moa.cache import cache_entries, cache_path, clear_cache, persistent_cache
+from langgraph_moa.graphs.builder import create_moa
+from langgraph_moa.graphs.state import Context
+from langgraph_moa.testing import OpenAIServer
+
+
+def spec(model, temperature: float = 0.0) -> dict:
+    m = lambda n: model(n, temperature=temperature)  # noqa: E731
+    return {"layers": [[m("a"), m("b")], [m("a"), m("b")]], "aggregator": m("agg"), "cache": True}
+
+
+def test_cache_lives_in_the_users_cache_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_path() == tmp_path / "langgraph-moa" / "cache.sqlite"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_path() == tmp_path / "home" / ".cache" / "langgraph-moa" / "cache.sqlite"
+
+
+async def test_identical_rerun_makes_no_call_and_a_changed_parameter_misses(
+    model, server, tmp_path
+):
+    db = tmp_path / "cache.sqlite"
+    question = {"messages": [("user", "Is 221 prime?")]}
+    first = await create_moa(spec(model), cache=persistent_cache(db)).ainvoke(question)
+    assert len(server.log()) == 5
+    # A new process would open the same file: a fresh graph and a fresh cache object.
+    server.reset()
+    again = await create_moa(spec(model), cache=persistent_cache(db)).ainvoke(question)
+    assert server.log() == []
+    assert again["answer"] == first["answer"] and again["references"] == first["references"]
+    # A changed model setting misses...
+    await create_moa(spec(model, 0.5), cache=persistent_cache(db)).ainvoke(question)
+    assert len(server.log()) == 5
+    # ...and so does a run override (Context), which the node's input alone would not show.
+    server.reset()
+    graph = create_moa(spec(model), cache=persistent_cache(db))
+    await graph.ainvoke(question, context=Context(max_tokens=77))
+    assert [r["max_tokens"] for r in server.log()] == [77] * 5
+    # ...and a changed question.
+    server.reset()
+    await graph.ainvoke({"messages": [("user", "Is 222 prime?")]})
+    assert len(server.log()) == 5
+    assert cache_entries(db) == 4 * 5
+    assert clear_cache(db) == 20 and cache_entries(db) == 0
+
+
+def moa(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "langgraph_moa.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+
+
+@pytest.fixture
+def sync_server():
+    with OpenAIServer() as srv:
+        yield srv
+
+
+def test_cli_cache_flag_spec_cache_and_cache_clear(tmp_path, sync_server):
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    m = lambda n: {  # noqa: E731
+        "name": n,
+        "model": f"openai:{n}",
+        "base_url": sync_server.base_url,
+        "temperature": 0,
+    }
+    plain = tmp_path / "spec.yaml"
+    plain.write_text(yaml.safe_dump({"layers": [[m("a"), m("b")]], "aggregator": m("agg")}))
+    out = moa("--spec", str(plain), "--cache", "--json", "Hi", env=env)
+    assert out.returncode == 0, out.stderr
+    assert len(sync_server.log()) == 3 and json.loads(out.stdout)["totals"]["cached"] == 0
+    sync_server.reset()
+    out = moa("--spec", str(plain), "--cache", "--json", "Hi", env=env)
+    result = json.loads(out.stdout)
+    assert sync_server.log() == []  # zero model calls
+    assert result["answer"] == "agg says: Hi" and result["totals"]["cached"] == 3
+    assert all(c["cached"] for c in result["calls"])
+    # Without --cache the same spec calls the models again.
+    assert moa("--spec", str(plain), "-q", "Hi", env=env).returncode == 0
+    assert len(sync_server.log()) == 3
+    # `cache: true` in the spec uses the same persistent cache; --temperature misses.
+    cached = tmp_path / "cached.yaml"
+    cached.write_text(plain.read_text() + "cache: true\n")
+    sync_server.reset()
+    out = moa("--spec", str(cached), "Hi", env=env)
+    assert out.returncode == 0 and sync_server.log() == []
+    assert "(3 from the cache)" in out.stderr
+    assert moa("--spec", str(cached), "--temperature", "0.4", "-q", "Hi", env=env).returncode == 0
+    assert [r["temperature"] for r in sync_server.log()] == [0.4] * 3
+    path = moa("cache", "path", env=env).stdout.strip()
+    assert path == str(tmp_path / "xdg" / "langgraph-moa" / "cache.sqlite")
+    out = moa("cache", "clear", env=env)
+    assert out.returncode == 0 and out.stdout.startswith("removed 6 cached answers")
+    sync_server.reset()
+    assert moa("--spec", str(cached), "-q", "Hi", env=env).returncode == 0
+    assert len(sync_server.log()) == 3
