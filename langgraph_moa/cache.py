@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from langgraph.cache.sqlite import SqliteCache
 
@@ -30,7 +31,7 @@ def cache_path() -> Path:
     return cache_dir() / CACHE_FILE
 
 
-def persistent_cache(path: str | os.PathLike[str] | None = None) -> SqliteCache:
+def persistent_cache(path: str | os.PathLike[str] | None = None) -> SqliteCache[Any]:
     """The persistent cache (created on first use); pass it as ``compile(cache=...)``."""
     file = Path(path) if path is not None else cache_path()
     file.parent.mkdir(parents=True, exist_ok=True)

@@ -232,7 +232,7 @@ async def _run(args: argparse.Namespace) -> int:
         raise MoAError("the run ended without an answer")
     for call in final.get("calls", []):
         if call["node"] in cached:
-            call["cached"] = True  # type: ignore[typeddict-unknown-key]
+            call["cached"] = True
     _print_result(final, args, streamed is not None)
     return 0
 

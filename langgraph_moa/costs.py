@@ -204,8 +204,9 @@ def spent(calls: Sequence[Mapping[str, Any]]) -> float:
     return round(sum(c.get("cost_usd") or 0.0 for c in calls), 8)
 
 
-def check_prices(spec: MoASpec) -> None:
-    """``max_cost`` needs every model's price and max_tokens: fail before any call if not."""
+def check_prices(spec: MoASpec, max_tokens: int | None = None) -> None:
+    """``max_cost`` needs every model's price and a bound on its output (its max_tokens or
+    the run's override): fail before any call if not."""
     no_price = [str(m.name) for m in spec.models() if m.price is None]
     if no_price:
         raise SpecError(
@@ -213,7 +214,7 @@ def check_prices(spec: MoASpec) -> None:
             " (set `price: {input: ..., output: ...}` in the spec)"
         )
     unbounded = [str(m.name) for m in spec.models() if m.max_tokens is None]
-    if unbounded:
+    if unbounded and max_tokens is None:
         raise SpecError(f"max_cost needs max_tokens for every model; none for: {unbounded}")
 
 
@@ -242,10 +243,10 @@ def guard_layer(
     limit = run_limit(spec, context)
     if limit is None:
         return None
-    if layer == 1:  # a new run: nothing spent yet, no references
-        check_prices(spec)
-        state = {**state, "calls": [], "references": []}
     max_tokens = getattr(context, "max_tokens", None)
+    if layer == 1:  # a new run: nothing spent yet, no references
+        check_prices(spec, max_tokens)
+        state = {**state, "calls": [], "references": []}
     costs = [
         cost
         for model in spec.layers[layer - 1]
