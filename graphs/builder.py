@@ -18,21 +18,16 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import CachePolicy
 
+from langgraph_moa.graphs import names
+from langgraph_moa.graphs.names import AGGREGATOR, FALLBACK, REVIEW
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec, resolve_spec
 from langgraph_moa.graphs.state import Context, InputState, MoAState, OutputState
+from langgraph_moa.nodes.failures import retry_policy
 from langgraph_moa.nodes.layer import layer_entry, layer_reducer, review, route_after_layer
-from langgraph_moa.nodes.proposer import (
-    Seat,
-    cache_key,
-    failure_handler,
-    model_node,
-    retry_policy,
-)
+from langgraph_moa.nodes.messages import cache_key
+from langgraph_moa.nodes.model import failure_handler, model_node
+from langgraph_moa.nodes.seat import Seat
 from langgraph_moa.nodes.sync import with_sync
-
-AGGREGATOR = "aggregator"
-FALLBACK = "fallback"
-REVIEW = "review"
 
 
 def _add_model(
@@ -84,13 +79,13 @@ def build_graph(
     final_layer = len(spec.layers) + 1
     after_last = REVIEW if spec.review else AGGREGATOR
     for k, models in enumerate(spec.layers, 1):
-        entry, reducer = f"layer_{k}", f"layer_{k}/aggregate"
+        entry, reducer = names.layer(k), names.aggregate(k)
         graph.add_node(entry, with_sync(layer_entry(k, spec), entry), metadata={"moa_layer": k})
         if k == 1:
             graph.add_edge(START, entry)
         for model in models:
             seat = Seat(
-                node=f"layer_{k}/{model.name}",
+                node=names.proposer(k, str(model.name)),
                 layer=k,
                 role="proposer",
                 references=k > 1,
@@ -102,7 +97,7 @@ def build_graph(
         graph.add_node(
             reducer, with_sync(layer_reducer(k, spec), reducer), metadata={"moa_layer": k}
         )
-        nxt = f"layer_{k + 1}" if k < len(spec.layers) else after_last
+        nxt = names.layer(k + 1) if k < len(spec.layers) else after_last
         if spec.aggregator.fallback is None:
             graph.add_edge(reducer, nxt)
         else:  # a layer below its quorum goes to the fallback instead

@@ -30,12 +30,18 @@ class RetrySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_attempts: int = Field(3, ge=1, le=20, description="Attempts including the first.")
-    initial_interval: float = Field(0.5, ge=0, description="Seconds before the first retry.")
-    backoff_factor: float = Field(2.0, ge=1, description="Interval multiplier per retry.")
-    max_interval: float = Field(30.0, gt=0, description="Cap on the backoff interval, seconds.")
-    jitter: bool = Field(True, description="Add up to 1 s of random jitter (LangGraph's).")
-    max_retry_after: float = Field(60.0, ge=0, description="Longest Retry-After honoured, s.")
+    max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts including the first.")
+    initial_interval: float = Field(
+        default=0.5, ge=0, description="Seconds before the first retry."
+    )
+    backoff_factor: float = Field(default=2.0, ge=1, description="Interval multiplier per retry.")
+    max_interval: float = Field(
+        default=30.0, gt=0, description="Cap on the backoff interval, seconds."
+    )
+    jitter: bool = Field(default=True, description="Add up to 1 s of random jitter (LangGraph's).")
+    max_retry_after: float = Field(
+        default=60.0, ge=0, description="Longest Retry-After honoured, s."
+    )
 
 
 class Price(BaseModel):
@@ -56,39 +62,45 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(
-        None, description="Unique name in the spec; defaults from the model id, made unique."
+        default=None,
+        description="Unique name in the spec; defaults from the model id, made unique.",
     )
     model: str = Field(
         description="'provider:model' as for init_chat_model: 'together:Qwen/Qwen1.5-72B-Chat',"
         " 'openai:gpt-4o', 'openai:<id>' + base_url (any OpenAI-compatible server),"
         " 'local:smollm2'."
     )
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (vLLM, Ollama...).")
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint (vLLM, Ollama...)."
+    )
     api_key_env: str | None = Field(
-        None,
+        default=None,
         description="NAME of the environment variable holding the key (never the key). Default:"
         " the provider's usual variable; none when base_url is set.",
     )
-    temperature: float | None = Field(0.7, ge=0, le=2, description="Sampling temperature.")
-    max_tokens: int | None = Field(512, gt=0, description="Most tokens the model may write.")
+    temperature: float | None = Field(default=0.7, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int | None = Field(
+        default=512, gt=0, description="Most tokens the model may write."
+    )
     system_prompt: str | None = Field(
-        None, description="A persona for this model only (diversity in self-MoA / local)."
+        default=None, description="A persona for this model only (diversity in self-MoA / local)."
     )
     params: dict[str, Any] = Field(
         default_factory=dict, description="Extra keyword arguments for the chat model."
     )
     timeout: float | None = Field(
-        120.0, gt=0, description="Seconds one attempt may take (sync and async runs alike)."
+        default=120.0, gt=0, description="Seconds one attempt may take (sync and async runs alike)."
     )
     retry: RetrySpec = Field(default_factory=RetrySpec)
     context_window: int | None = Field(
-        None, gt=0, description="Tokens the model accepts; references are fitted into it."
+        default=None, gt=0, description="Tokens the model accepts; references are fitted into it."
     )
     fallback: ModelSpec | None = Field(
-        None, description="Model that answers in this one's place once its retries are spent."
+        default=None,
+        description="Model that answers in this one's place once its retries are spent.",
     )
     price: Price | None = Field(
-        None, description="USD per 1M input/output tokens; fills calls[].cost_usd when set."
+        default=None, description="USD per 1M input/output tokens; fills calls[].cost_usd when set."
     )
     # -- beyond the paper (issue 15) --
     reference_max_tokens: int | None = Field(
@@ -151,29 +163,34 @@ class MoASpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("moa", description="Name of the graph (shown in Studio and traces).")
+    name: str = Field(default="moa", description="Name of the graph (shown in Studio and traces).")
     layers: list[list[ModelSpec]] = Field(
         description="Proposer layers, each a list of models run in parallel."
     )
     aggregator: ModelSpec = Field(description="The model that writes the final answer.")
     aggregate_prompt: str = Field(
-        AGGREGATE_PROMPT, description="Aggregate-and-Synthesize text (paper Table 1, verbatim)."
+        default=AGGREGATE_PROMPT,
+        description="Aggregate-and-Synthesize text (paper Table 1, verbatim).",
     )
     injection: InjectionMode = Field(
-        "system",
+        default="system",
         description="'system': as the reference implementation; 'assistant': as the seed snippet"
         " (an assistant turn after the conversation); 'assistant_before_question': that turn"
         " before the last user turn (for providers that treat a trailing assistant message as"
         " a prefill).",
     )
     min_successful: int = Field(
-        1, ge=1, description="Quorum: answers a layer needs; fewer fails the layer."
+        default=1, ge=1, description="Quorum: answers a layer needs; fewer fails the layer."
     )
     layer_deadline: float | None = Field(
-        None, gt=0, description="Once the quorum answered, wait at most this many s for the rest."
+        default=None,
+        gt=0,
+        description="Once the quorum answered, wait at most this many s for the rest.",
     )
     layer_deadline_factor: float | None = Field(
-        None, gt=0, description="...or this factor x the median latency of the finished ones."
+        default=None,
+        gt=0,
+        description="...or this factor x the median latency of the finished ones.",
     )
     strip_patterns: list[str] = Field(
         # An answer cut at max_tokens may never close its reasoning block: strip to the end.
@@ -181,13 +198,16 @@ class MoASpec(BaseModel):
         description="Regexes removed from answers before they become references (reasoning).",
     )
     cache: bool = Field(
-        False,
+        default=False,
         description="Reuse answers for identical prompts (LangGraph CachePolicy); compile with a"
         " cache, e.g. InMemoryCache or SqliteCache.",
     )
-    cache_ttl: int | None = Field(None, gt=0, description="Seconds a cached answer stays valid.")
+    cache_ttl: int | None = Field(
+        default=None, gt=0, description="Seconds a cached answer stays valid."
+    )
     review: bool = Field(
-        False, description="Pause before the aggregator for human review (resume with Command)."
+        default=False,
+        description="Pause before the aggregator for human review (resume with Command).",
     )
     # -- beyond the paper (issue 15) --
     max_cost: float | None = Field(

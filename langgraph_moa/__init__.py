@@ -10,7 +10,44 @@ Names are imported on first use, so ``moa presets`` does not pay for LangGraph's
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on first use
+    from langgraph_moa.errors import (
+        ContextOverflowError as ContextOverflowError,
+        EmptyResponseError as EmptyResponseError,
+        InvalidInputError as InvalidInputError,
+        LayerFailedError as LayerFailedError,
+        MissingAPIKeyError as MissingAPIKeyError,
+        MoAError as MoAError,
+        ModelCallError as ModelCallError,
+        ModelTimeoutError as ModelTimeoutError,
+        SpecError as SpecError,
+    )
+    from langgraph_moa.graphs.builder import (
+        build_graph as build_graph,
+        create_moa as create_moa,
+    )
+    from langgraph_moa.graphs.spec import (
+        MoASpec as MoASpec,
+        ModelSpec as ModelSpec,
+        load_preset as load_preset,
+        load_spec as load_spec,
+        parse_spec as parse_spec,
+        preset_names as preset_names,
+    )
+    from langgraph_moa.graphs.state import (
+        Call as Call,
+        Context as Context,
+        InputState as InputState,
+        MoAState as MoAState,
+        OutputState as OutputState,
+    )
+    from langgraph_moa.prompts import (
+        AGGREGATE_PROMPT as AGGREGATE_PROMPT,
+        inject_references as inject_references,
+    )
+
 
 _EXPORTS = {
     "langgraph_moa.graphs.builder": ["build_graph", "create_moa"],

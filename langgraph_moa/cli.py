@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph_moa.errors import MoAError
-
-FINAL_NODES = {"aggregator", "fallback"}
+from langgraph_moa.graphs.names import ANSWER_NODES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -212,7 +211,7 @@ async def _run(args: argparse.Namespace) -> int:
                     progress(chunk)
                 elif mode == "messages":
                     token, meta = chunk
-                    if meta.get("langgraph_node") in FINAL_NODES and token.text:
+                    if meta.get("langgraph_node") in ANSWER_NODES and token.text:
                         if streamed is None:
                             print(file=sys.stderr)
                         elif token.id != streamed:  # the stream broke; a retry starts over

@@ -16,6 +16,7 @@ from typing import Any
 from langchain_core.messages import HumanMessage
 
 from langgraph_moa.errors import CostLimitError, SpecError
+from langgraph_moa.graphs import names
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.nodes import budget
 
@@ -99,7 +100,8 @@ def call_cost(
     fallback: bool = False,
 ) -> CallCost:
     """Worst case of one call of ``model`` on ``state`` (its messages and references)."""
-    from langgraph_moa.nodes.proposer import Seat, prepare_messages
+    from langgraph_moa.nodes.messages import prepare_messages
+    from langgraph_moa.nodes.seat import Seat
 
     seat = Seat(node=node, layer=layer, role=role, references=references)  # type: ignore[arg-type]
     messages, _ = prepare_messages(state, model, spec, seat)  # type: ignore[arg-type]
@@ -163,7 +165,7 @@ def estimate(
                 model,
                 spec,
                 state,
-                node=f"layer_{k}/{model.name}",
+                node=names.proposer(k, str(model.name)),
                 layer=k,
                 role="proposer",
                 references=k > 1,
@@ -174,7 +176,7 @@ def estimate(
         spec.aggregator,
         spec,
         state,
-        node="aggregator",
+        node=names.AGGREGATOR,
         layer=len(spec.layers) + 1,
         role="aggregator",
         references=True,
@@ -254,14 +256,14 @@ def guard_layer(
             model,
             spec,
             state,
-            node=f"layer_{layer}/{model.name}",
+            node=names.proposer(layer, str(model.name)),
             layer=layer,
             role="proposer",
             references=layer > 1,
             max_tokens=max_tokens,
         )
     ]
-    return over_limit(limit, state, f"layer_{layer}", costs)
+    return over_limit(limit, state, names.layer(layer), costs)
 
 
 def guard_final(
@@ -277,7 +279,7 @@ def guard_final(
         model,
         spec,
         {**state, "references": references},
-        node="fallback" if fallback else "aggregator",
+        node=names.FALLBACK if fallback else names.AGGREGATOR,
         layer=len(spec.layers) + 1,
         role="aggregator",
         references=not fallback,

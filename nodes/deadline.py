@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+from collections import OrderedDict
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -72,7 +73,12 @@ class LayerClock:
         raise StragglerCut
 
 
-_clocks: dict[str, LayerClock] = {}
+MAX_CLOCKS = 4096
+"""Clocks kept at most. A clock leaves when its whole layer has reported; one whose run
+ended mid-layer (an error, a cancelled caller) is forgotten oldest-first past this bound, so a
+long-running server never grows. Tasks still holding an evicted clock keep using it."""
+
+_clocks: OrderedDict[str, LayerClock] = OrderedDict()
 
 
 def layer_clock(
@@ -84,4 +90,6 @@ def layer_clock(
     clock = _clocks.get(key)
     if clock is None:
         clock = _clocks[key] = LayerClock(key, size, quorum, deadline, factor)
+        while len(_clocks) > MAX_CLOCKS:
+            _clocks.popitem(last=False)
     return clock

@@ -16,6 +16,7 @@ from langgraph.types import Overwrite, interrupt
 
 from langgraph_moa import costs
 from langgraph_moa.errors import CostLimitError, InvalidInputError, LayerFailedError
+from langgraph_moa.graphs import names
 from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.state import Context, MoAState
 from langgraph_moa.nodes.caps import cap_reference
@@ -87,7 +88,7 @@ def layer_reducer(layer: int, spec: MoASpec):
     implementation. Reasoning blocks (``<think>``...) are stripped before anyone reads them.
     """
     models = spec.layers[layer - 1]
-    nodes = [f"layer_{layer}/{m.name}" for m in models]
+    nodes = [names.proposer(layer, str(m.name)) for m in models]
     caps = [costs.reference_cap(m, spec) for m in models]
     can_fall_back = spec.aggregator.fallback is not None
     last = layer == len(spec.layers)
@@ -149,7 +150,7 @@ def route_after_layer(next_node: str):
     """After a layer: on to ``next_node``, or to the fallback answer if the quorum failed."""
 
     def route(state: MoAState) -> str:
-        return "fallback" if state.get("fallback_reason") else next_node
+        return names.FALLBACK if state.get("fallback_reason") else next_node
 
     return route
 

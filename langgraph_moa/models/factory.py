@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -24,8 +25,14 @@ from langgraph_moa.models.providers import LOCAL_PROVIDER, OPENAI_COMPATIBLE
 NO_KEY = "not-needed"
 """Placeholder key for keyless OpenAI-compatible servers (llama.cpp server, vLLM, Ollama)."""
 
-_models: weakref.WeakKeyDictionary[Any, dict[str, BaseChatModel]] = weakref.WeakKeyDictionary()
-_sync_models: dict[str, BaseChatModel] = {}
+MAX_MODELS = 256
+"""Chat models kept per event loop (least recently used leaves first): a long-running server
+that sees many distinct specs must not grow without bound. Pools are per base URL, not here."""
+
+_models: weakref.WeakKeyDictionary[Any, OrderedDict[str, BaseChatModel]] = (
+    weakref.WeakKeyDictionary()
+)
+_sync_models: OrderedDict[str, BaseChatModel] = OrderedDict()
 _pools: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
@@ -154,10 +161,14 @@ def get_chat_model(spec: ModelSpec) -> BaseChatModel:
     """
     key = spec.model_dump_json(exclude={"fallback", "retry", "name", "system_prompt"})
     loop = _running_loop()
-    cache = _sync_models if loop is None else _models.setdefault(loop, {})
+    cache = _sync_models if loop is None else _models.setdefault(loop, OrderedDict())
     model = cache.get(key)
     if model is None:
         model = cache[key] = _build(spec, loop)
+        while len(cache) > MAX_MODELS:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
     return model
 
 

@@ -1,0 +1,205 @@
+"""One model call: prepare the messages, call the chat model (streaming only for a listener),
+time it, check the answer, and on a context-length error refit the references once.
+
+Raises on failure, so LangGraph's ``RetryPolicy`` on the node decides what to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tracers._streaming import _StreamingCallbackHandler
+from langgraph.config import get_config
+from langgraph.constants import TAG_NOSTREAM
+from langgraph.runtime import Runtime
+
+from langgraph_moa.errors import EmptyResponseError, ModelTimeoutError
+from langgraph_moa.graphs.spec import MoASpec, ModelSpec
+from langgraph_moa.graphs.state import Call, CallStatus, Context, MoAState
+from langgraph_moa.models.factory import get_chat_model
+from langgraph_moa.nodes import budget
+from langgraph_moa.nodes.deadline import LayerClock
+from langgraph_moa.nodes.failures import is_context_length
+from langgraph_moa.nodes.layer import strip_reasoning
+from langgraph_moa.nodes.messages import prepare_messages
+from langgraph_moa.nodes.seat import Seat, emit
+
+
+class _FirstToken(BaseCallbackHandler):
+    """Notes when the first token of a streamed call arrives (for ``Call.ttft_s``)."""
+
+    run_inline = True  # called in the event loop, no executor hop per token
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        if self.at is None and token:
+            self.at = time.perf_counter()
+
+
+def _streaming_callbacks(seat: Seat, ctx: Context | None) -> BaseCallbackManager | None:
+    """The node's callback manager if this call should stream, else None.
+
+    A call streams only for a listener: LangGraph attaches its messages-stream handler (a
+    ``_StreamingCallbackHandler``) only when the caller asked for ``stream_mode="messages"``,
+    and LangChain chat models stream under ``ainvoke`` exactly when such a handler is there.
+    Proposers additionally need ``Context.stream_proposers``: most callers watch the answer.
+    """
+    if seat.role == "proposer" and not (ctx is not None and ctx.stream_proposers):
+        return None
+    callbacks = get_config().get("callbacks")
+    if not isinstance(callbacks, BaseCallbackManager):
+        return None
+    if any(isinstance(h, _StreamingCallbackHandler) for h in callbacks.handlers):
+        return callbacks
+    return None
+
+
+async def call_model(
+    model: ModelSpec,
+    messages: list[AnyMessage],
+    seat: Seat,
+    runtime: Runtime[Context],
+    chat_models: Mapping[str, BaseChatModel],
+) -> tuple[AIMessage, float, float | None]:
+    """One completion; returns the message, latency and time to first token (streamed only).
+
+    ``ainvoke`` lets LangChain choose: with a streaming listener attached it streams (tokens
+    reach ``stream_mode="messages"`` as they come, merged into one message with one id, so
+    LangGraph does not emit it twice), otherwise it makes one non-streaming request, the
+    cheapest call there is. A proposer nobody watches is told so twice: ``stream=False``
+    (LangChain's opt-out) and the ``nostream`` tag (LangGraph's messages stream skips it).
+    """
+    chat = chat_models.get(str(model.name)) or get_chat_model(model)
+    ctx = runtime.context
+    kwargs: dict[str, Any] = {}
+    if ctx is not None and ctx.temperature is not None:
+        kwargs["temperature"] = ctx.temperature
+    if ctx is not None and ctx.max_tokens is not None:
+        kwargs["max_tokens"] = ctx.max_tokens
+    tags = [f"moa:{seat.role}", f"moa:layer_{seat.layer}", f"moa:model:{model.name}"]
+    # moa_* metadata comes from the node (add_node metadata) and is inherited.
+    config: RunnableConfig = {"run_name": seat.node, "tags": tags}
+    first: _FirstToken | None = None
+    streaming = _streaming_callbacks(seat, ctx)
+    if streaming is not None:
+        first = _FirstToken()
+        callbacks = streaming.copy()
+        callbacks.add_handler(first, inherit=False)
+        config["callbacks"] = callbacks
+    elif seat.role == "proposer":
+        kwargs["stream"] = False
+        tags.append(TAG_NOSTREAM)
+    start = time.perf_counter()
+    message = await chat.ainvoke(messages, config=config, **kwargs)
+    latency = time.perf_counter() - start
+    ttft = None if first is None or first.at is None else first.at - start
+    if not isinstance(message, AIMessage) or not message.text.strip():
+        raise EmptyResponseError(str(model.name), "empty response (no content)")
+    return message, latency, ttft
+
+
+def record(
+    model: ModelSpec,
+    seat: Seat,
+    status: CallStatus,
+    *,
+    attempts: int,
+    latency: float = 0.0,
+    ttft: float | None = None,
+    message: AIMessage | None = None,
+    error: str | None = None,
+    truncated: int = 0,
+    messages: list[AnyMessage] | None = None,
+) -> Call:
+    """The ``Call`` record of one call as it ended (tokens estimated if the provider sent no
+    usage, so totals stay meaningful)."""
+    usage = message.usage_metadata if message is not None else None
+    if usage:
+        tokens_in, tokens_out = usage["input_tokens"], usage["output_tokens"]
+    else:  # provider sent no usage: estimate, so totals stay meaningful
+        tokens_in = budget.messages_tokens(messages) if messages and message else 0
+        tokens_out = budget.estimate_tokens(message.text) if message is not None else 0
+    return Call(
+        node=seat.node,
+        model=str(model.name),
+        model_id=model.model,
+        layer=seat.layer,
+        role=seat.role,
+        status=status,
+        attempts=attempts,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        latency_s=round(latency, 4),
+        ttft_s=None if ttft is None else round(ttft, 4),
+        error=error,
+        truncated=truncated,
+        cost_usd=round(model.price.cost(tokens_in, tokens_out), 8) if model.price else None,
+    )
+
+
+def result(seat: Seat, message: AIMessage, done: Call) -> dict[str, Any]:
+    """The node's state update: a proposer's answer, or the final answer as a message."""
+    if seat.role == "proposer":
+        return {"answers": {seat.node: message.text}, "calls": [done]}
+    final = AIMessage(content=message.text, id=message.id, usage_metadata=message.usage_metadata)
+    return {"answer": message.text, "messages": [final], "calls": [done]}
+
+
+async def answer(
+    state: MoAState,
+    model: ModelSpec,
+    spec: MoASpec,
+    seat: Seat,
+    runtime: Runtime[Context],
+    clock: LayerClock | None,
+    attempts: int,
+    chat_models: Mapping[str, BaseChatModel],
+) -> tuple[AIMessage, Call]:
+    """Prepare, call, and on a context-length 400 retry once with a tighter budget."""
+    messages, truncated = prepare_messages(state, model, spec, seat)
+
+    async def call() -> tuple[AIMessage, float, float | None]:
+        work = call_model(model, messages, seat, runtime, chat_models)
+        if model.timeout:
+            work = asyncio.wait_for(work, model.timeout)
+        try:
+            return await (clock.run(work) if clock else work)
+        except asyncio.TimeoutError:
+            raise ModelTimeoutError(
+                str(model.name), f"timed out after {model.timeout:g}s"
+            ) from None
+
+    try:
+        message, latency, ttft = await call()
+    except Exception as exc:
+        if not (is_context_length(exc) and seat.references):
+            raise
+        window = budget.tighter_window(
+            str(exc), model.context_window, budget.messages_tokens(messages)
+        )
+        emit(runtime, "call_refit", seat, model, window=window)
+        messages, truncated = prepare_messages(state, model, spec, seat, window=window)
+        message, latency, ttft = await call()
+    if not strip_reasoning(message.text, spec).strip():
+        raise EmptyResponseError(str(model.name), "empty response (only reasoning)")
+    done = record(
+        model,
+        seat,
+        "ok",
+        attempts=attempts,
+        latency=latency,
+        ttft=ttft,
+        message=message,
+        truncated=truncated,
+        messages=messages,
+    )
+    return message, done

@@ -1,0 +1,60 @@
+"""What exactly a model receives: the conversation, its persona, and (from layer 2 on) the
+previous layer's answers through the Aggregate-and-Synthesize prompt, fitted into its context
+window. The response cache keys on the same messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from langchain_core.messages import AnyMessage
+
+from langgraph_moa.errors import ContextOverflowError
+from langgraph_moa.graphs.spec import MoASpec, ModelSpec
+from langgraph_moa.graphs.state import MoAState
+from langgraph_moa.nodes import budget
+from langgraph_moa.nodes.seat import Seat
+from langgraph_moa.prompts import inject_references, with_system_prompt
+
+
+def prepare_messages(
+    state: MoAState, model: ModelSpec, spec: MoASpec, seat: Seat, window: int | None = None
+) -> tuple[list[AnyMessage], int]:
+    """The exact messages this model receives, and how many references were shortened."""
+    messages = with_system_prompt(list(state["messages"]), model.system_prompt)
+    if not seat.references:
+        return messages, 0
+    references = list(state.get("references") or [])
+    window = window or model.context_window
+    truncated = 0
+    if window:
+        frame = inject_references(
+            messages, [""] * len(references), prompt=spec.aggregate_prompt, mode=spec.injection
+        )
+        available = window - (model.max_tokens or 0) - budget.messages_tokens(frame)
+        try:
+            references, truncated = budget.fit_references(references, available)
+        except ValueError as exc:
+            raise ContextOverflowError(
+                str(model.name), f"prompt does not fit the {window}-token context window: {exc}"
+            ) from None
+    return (
+        inject_references(messages, references, prompt=spec.aggregate_prompt, mode=spec.injection),
+        truncated,
+    )
+
+
+def cache_key(model: ModelSpec, spec: MoASpec, seat: Seat) -> Callable[[MoAState], str]:
+    """CachePolicy key: what decides the answer (the model and the exact prompt it would get),
+    and the run's overrides of the model's settings (``state["run_params"]``, written by
+    ``layer_1``: a key function sees only the node's input, never the run's context); not the
+    rest of the state (per-call records, other layers)."""
+
+    def key(state: MoAState) -> str:
+        messages, _ = prepare_messages(state, model, spec, seat)
+        prompt = [(m.type, m.text) for m in messages]
+        settings = model.model_dump(mode="json", exclude={"fallback"})
+        return json.dumps([settings, prompt, state.get("run_params") or {}])
+
+    return key

@@ -1,0 +1,180 @@
+"""The node of one seated model and its error handler. Proposers, the aggregator and fallbacks
+all run this code.
+
+A node bounds each attempt by the model's ``timeout`` and raises on failure, so LangGraph's
+``RetryPolicy`` decides what to retry; once retries are spent, the node's error handler
+(LangGraph's ``error_handler``) turns the failure into data (a ``Call`` record) or calls the
+model's fallback. A computed answer is written to state the moment its node returns, so a
+crash or a later failure never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.errors import NodeError
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from langgraph_moa.errors import ModelCallError, ModelTimeoutError
+from langgraph_moa.graphs.spec import MoASpec, ModelSpec
+from langgraph_moa.graphs.state import CallStatus, Context, MoAState
+from langgraph_moa.nodes.call import answer, record, result
+from langgraph_moa.nodes.deadline import LayerClock, StragglerCut, layer_clock
+from langgraph_moa.nodes.failures import describe, retry_after, should_retry
+from langgraph_moa.nodes.layer import computed
+from langgraph_moa.nodes.seat import Seat, emit
+
+
+def _clock(spec: MoASpec, seat: Seat, runtime: Runtime[Context]) -> LayerClock | None:
+    info = runtime.execution_info
+    if seat.role != "proposer" or info is None:
+        return None
+    return layer_clock(
+        f"{info.checkpoint_id}/{seat.layer}",
+        seat.layer_size,
+        spec.min_successful,
+        spec.layer_deadline,
+        spec.layer_deadline_factor,
+    )
+
+
+_ATTEMPTS = "moa_attempts"
+"""Attribute an attempt's exception carries to the error handler: how many attempts were made.
+(The handler runs as a task of its own and cannot see the failed task's attempt count.)"""
+
+
+def _with_attempts(exc: BaseException, attempt: int) -> BaseException:
+    with contextlib.suppress(AttributeError):  # a few C exceptions take no attributes
+        setattr(exc, _ATTEMPTS, attempt)
+    return exc
+
+
+NodeFunction = Callable[[MoAState, Runtime[Context]], Awaitable[dict[str, Any]]]
+HandlerFunction = Callable[[MoAState, NodeError, Runtime[Context]], Awaitable[Command[str]]]
+
+
+def model_node(
+    model: ModelSpec, spec: MoASpec, seat: Seat, chat_models: Mapping[str, BaseChatModel]
+) -> NodeFunction:
+    """The node function for one model in one seat (``chat_models``: instances by name)."""
+
+    async def call(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
+        info = runtime.execution_info
+        attempt = info.node_attempt if info else 1
+        clock = _clock(spec, seat, runtime)
+
+        def cut() -> BaseException:
+            """Cuts raise (so a response cache never stores one); the handler records it."""
+            emit(runtime, "call_cut", seat, model)
+            if clock:
+                clock.report(False)
+            return _with_attempts(StragglerCut(), attempt)
+
+        emit(runtime, "call_started", seat, model, attempt=attempt)
+        try:
+            message, done = await answer(
+                state, model, spec, seat, runtime, clock, attempt, chat_models
+            )
+        except StragglerCut:
+            raise cut() from None
+        except Exception as exc:
+            _with_attempts(exc, attempt)
+            retry = should_retry(exc) and attempt < model.retry.max_attempts
+            emit(
+                runtime,
+                "call_error",
+                seat,
+                model,
+                attempt=attempt,
+                error=describe(exc),
+                will_retry=retry,
+            )
+            wait = retry_after(exc)
+            if retry and wait:
+                pause = asyncio.sleep(
+                    max(0.0, min(wait, model.retry.max_retry_after) - model.retry.initial_interval)
+                )
+                try:  # the layer deadline also ends a Retry-After wait
+                    await (clock.run(pause) if clock else pause)
+                except StragglerCut:
+                    raise cut() from None
+            raise
+        if clock:
+            clock.report(True, done["latency_s"])
+        if seat.role == "aggregator" and not seat.references and state.get("fallback_reason"):
+            # The aggregator's fallback answering the user directly because a layer failed.
+            done["status"] = "fallback"
+            done["error"] = f"{state['fallback_reason']}; {model.name} answered"
+        emit(
+            runtime,
+            "call_finished",
+            seat,
+            model,
+            latency_s=done["latency_s"],
+            ttft_s=done["ttft_s"],
+            input_tokens=done["input_tokens"],
+            output_tokens=done["output_tokens"],
+            attempt=attempt,
+        )
+        return result(seat, message, done)
+
+    return call
+
+
+def failure_handler(
+    model: ModelSpec,
+    spec: MoASpec,
+    seat: Seat,
+    goto: str,
+    chat_models: Mapping[str, BaseChatModel],
+) -> HandlerFunction:
+    """LangGraph error handler: runs once the node's retries are spent.
+
+    Tries the model's fallback; otherwise a proposer's failure becomes a ``Call`` record and
+    the layer goes on (its reducer applies the quorum), while the aggregator's is raised.
+    """
+
+    async def handle(
+        state: MoAState, error: NodeError, runtime: Runtime[Context]
+    ) -> Command[str]:
+        attempts = int(getattr(error.error, _ATTEMPTS, 1))
+        if isinstance(error.error, StragglerCut):  # the layer went on without this one
+            cut = record(model, seat, "cut", attempts=attempts, error=describe(error.error))
+            return Command(goto=goto, update={"calls": [cut]})
+        status: CallStatus = "timeout" if isinstance(error.error, ModelTimeoutError) else "failed"
+        reason = describe(error.error)
+        emit(runtime, "call_failed", seat, model, error=reason, attempts=attempts)
+        fallback = model.fallback
+        while fallback is not None:
+            try:
+                message, done = await answer(
+                    state, fallback, spec, seat, runtime, None, 1, chat_models
+                )
+            except Exception as exc:
+                reason += f"; fallback {fallback.name}: {describe(exc)}"
+                fallback = fallback.fallback
+                continue
+            done["status"] = "fallback"
+            done["error"] = f"{model.name} failed ({reason}); {fallback.name} answered"
+            emit(runtime, "call_fallback", seat, fallback, replaces=model.name, error=reason)
+            if seat.role == "proposer":
+                clock = _clock(spec, seat, runtime)
+                if clock:
+                    clock.report(True, done["latency_s"])
+            return Command(goto=goto, update=result(seat, message, done))
+        if seat.role == "aggregator":
+            failure = ModelCallError(str(model.name), reason, retryable=False)
+            failure.partial = computed(state)
+            raise failure from error.error
+        clock = _clock(spec, seat, runtime)
+        if clock:
+            clock.report(False)
+        failed = record(model, seat, status, attempts=attempts, error=reason)
+        return Command(goto=goto, update={"calls": [failed]})
+
+    return handle

@@ -1,0 +1,126 @@
+"""Users' type checkers see our types: after an editable install (this venv) and after a
+normal wheel install, mypy resolves ``langgraph_moa`` and its ``graphs``/``nodes``/``prompts``
+subpackages to real, annotated code (``py.typed``), never to ``Any`` or "module not found".
+
+The contributors' side (``mypy`` over the package itself, zero errors) runs in
+``scripts/test``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+USER_CODE = textwrap.dedent(
+    """
+    from langgraph_moa import Context, MoASpec, ModelSpec, create_moa
+    from langgraph_moa.graphs.spec import load_preset
+    from langgraph_moa.nodes.budget import estimate_tokens
+    from langgraph_moa.prompts import AGGREGATE_PROMPT
+
+    graph = create_moa(preset="local")
+    spec = MoASpec(
+        layers=[[ModelSpec(model="local:smollm2")]],
+        aggregator=ModelSpec(model="local:smollm2"),
+    )
+    reveal_type(graph)
+    reveal_type(spec.layers)
+    reveal_type(load_preset("moa").aggregator.price)
+    reveal_type(Context(temperature=0.2).stream_proposers)
+    reveal_type(estimate_tokens(AGGREGATE_PROMPT))
+    """
+)
+
+EXPECTED = [
+    "langgraph.graph.state.CompiledStateGraph[",
+    "list[list[langgraph_moa.graphs.spec.ModelSpec]]",
+    "langgraph_moa.graphs.spec.Price | None",
+    '"bool"',
+    '"int"',
+]
+
+
+def _mypy(python: str, cwd: Path) -> str:
+    (cwd / "user_code.py").write_text(USER_CODE)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--python-executable",
+            python,
+            "user_code.py",
+        ],
+        cwd=cwd,  # outside the repo: only the installed package can be found
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return out.stdout + out.stderr
+
+
+def _assert_typed(report: str) -> None:
+    revealed = [line for line in report.splitlines() if "Revealed type is" in line]
+    assert len(revealed) == len(EXPECTED), report
+    for line, expected in zip(revealed, EXPECTED, strict=True):
+        assert expected in line, report
+    assert "error:" not in report, report
+
+
+@pytest.mark.slow
+def test_user_mypy_sees_types_after_editable_install(tmp_path: Path) -> None:
+    _assert_typed(_mypy(sys.executable, tmp_path))
+
+
+@pytest.mark.slow
+def test_user_mypy_sees_types_after_wheel_install(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = wheels.glob("langgraph_moa-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "langgraph_moa/py.typed" in names
+    assert "langgraph_moa/graphs/spec.py" in names and "langgraph_moa/nodes/layer.py" in names
+    # only our package: no generic top-level `graphs` / `nodes` / `prompts` modules
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"langgraph_moa"}
+
+    env = tmp_path / "env"
+    venv.create(env, with_pip=False)
+    python = str(env / "bin" / "python")
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)  # a wheel install is an unzip into site-packages
+    # langgraph & co. come from this venv's site-packages (a .pth adds it after our own
+    # site-packages, and pth files in it, such as our editable hook, are not processed).
+    ours = sysconfig.get_paths()["purelib"]
+    Path(site, "deps.pth").write_text(ours + "\n")
+    where = subprocess.run(
+        [python, "-c", "import langgraph_moa; print(langgraph_moa.__file__)"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert where.startswith(site), where
+    _assert_typed(_mypy(python, tmp_path))
