@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from langgraph_moa.cache import cache_entries, cache_path, clear_cache, persistent_cache
+from langgraph_moa.cli import main
 from langgraph_moa.graphs.builder import create_moa
 from langgraph_moa.graphs.state import Context
 from langgraph_moa.testing import OpenAIServer
@@ -57,14 +55,11 @@ async def test_identical_rerun_makes_no_call_and_a_changed_parameter_misses(
     assert clear_cache(db) == 20 and cache_entries(db) == 0
 
 
-def moa(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "langgraph_moa.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **env},
-    )
+def moa(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``moa ARGS`` in this process (the subprocess path is covered by test_cli.py)."""
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 @pytest.fixture
@@ -73,8 +68,8 @@ def sync_server():
         yield srv
 
 
-def test_cli_cache_flag_spec_cache_and_cache_clear(tmp_path, sync_server):
-    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+def test_cli_cache_flag_spec_cache_and_cache_clear(tmp_path, sync_server, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     m = lambda n: {  # noqa: E731
         "name": n,
         "model": f"openai:{n}",
@@ -83,31 +78,31 @@ def test_cli_cache_flag_spec_cache_and_cache_clear(tmp_path, sync_server):
     }
     plain = tmp_path / "spec.yaml"
     plain.write_text(yaml.safe_dump({"layers": [[m("a"), m("b")]], "aggregator": m("agg")}))
-    out = moa("--spec", str(plain), "--cache", "--json", "Hi", env=env)
-    assert out.returncode == 0, out.stderr
-    assert len(sync_server.log()) == 3 and json.loads(out.stdout)["totals"]["cached"] == 0
+    code, out, err = moa(capsys, "--spec", str(plain), "--cache", "--json", "Hi")
+    assert code == 0, err
+    assert len(sync_server.log()) == 3 and json.loads(out)["totals"]["cached"] == 0
     sync_server.reset()
-    out = moa("--spec", str(plain), "--cache", "--json", "Hi", env=env)
-    result = json.loads(out.stdout)
+    code, out, _ = moa(capsys, "--spec", str(plain), "--cache", "--json", "Hi")
+    result = json.loads(out)
     assert sync_server.log() == []  # zero model calls
     assert result["answer"] == "agg says: Hi" and result["totals"]["cached"] == 3
     assert all(c["cached"] for c in result["calls"])
     # Without --cache the same spec calls the models again.
-    assert moa("--spec", str(plain), "-q", "Hi", env=env).returncode == 0
+    assert moa(capsys, "--spec", str(plain), "-q", "Hi")[0] == 0
     assert len(sync_server.log()) == 3
     # `cache: true` in the spec uses the same persistent cache; --temperature misses.
     cached = tmp_path / "cached.yaml"
     cached.write_text(plain.read_text() + "cache: true\n")
     sync_server.reset()
-    out = moa("--spec", str(cached), "Hi", env=env)
-    assert out.returncode == 0 and sync_server.log() == []
-    assert "(3 from the cache)" in out.stderr
-    assert moa("--spec", str(cached), "--temperature", "0.4", "-q", "Hi", env=env).returncode == 0
+    code, _, err = moa(capsys, "--spec", str(cached), "Hi")
+    assert code == 0 and sync_server.log() == []
+    assert "(3 from the cache)" in err
+    assert moa(capsys, "--spec", str(cached), "--temperature", "0.4", "-q", "Hi")[0] == 0
     assert [r["temperature"] for r in sync_server.log()] == [0.4] * 3
-    path = moa("cache", "path", env=env).stdout.strip()
-    assert path == str(tmp_path / "xdg" / "langgraph-moa" / "cache.sqlite")
-    out = moa("cache", "clear", env=env)
-    assert out.returncode == 0 and out.stdout.startswith("removed 6 cached answers")
+    _, out, _ = moa(capsys, "cache", "path")
+    assert out.strip() == str(tmp_path / "xdg" / "langgraph-moa" / "cache.sqlite")
+    code, out, _ = moa(capsys, "cache", "clear")
+    assert code == 0 and out.startswith("removed 6 cached answers")
     sync_server.reset()
-    assert moa("--spec", str(cached), "-q", "Hi", env=env).returncode == 0
+    assert moa(capsys, "--spec", str(cached), "-q", "Hi")[0] == 0
     assert len(sync_server.log()) == 3

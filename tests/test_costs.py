@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
 
+from langgraph_moa.cli import main
 from langgraph_moa.costs import estimate
 from langgraph_moa.errors import CostLimitError, SpecError
 from langgraph_moa.graphs.builder import create_moa
@@ -133,17 +131,8 @@ async def test_max_cost_without_prices_fails_before_any_call(model, server):
     assert server.log() == []
 
 
-def moa(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "langgraph_moa.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ),
-    )
-
-
-def test_cli_estimate_and_max_cost(tmp_path):
+def test_cli_estimate_and_max_cost(tmp_path, capsys):
+    """`moa estimate` and `moa --max-cost`, in this process."""
     m = lambda n: {  # noqa: E731
         "name": n,
         "model": f"openai:{n}",
@@ -153,14 +142,33 @@ def test_cli_estimate_and_max_cost(tmp_path):
     }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({"layers": [[m("a"), m("b")]], "aggregator": m("agg")}))
-    out = moa("estimate", "--spec", str(path), "--json", "Hi")
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+    assert main(["estimate", "--spec", str(path), "--json", "Hi"]) == 0
+    result = json.loads(capsys.readouterr().out)
     assert result["totals"]["calls"] == 3 and result["totals"]["cost_usd"] > 0
-    text = moa("estimate", "--spec", str(path))
-    assert "total: 3 calls" in text.stdout
-    assert "with every retry and fallback: 9 calls" in text.stdout
+    assert main(["estimate", "--spec", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "total: 3 calls" in text
+    assert "with every retry and fallback: 9 calls" in text
     # A limit below layer 1's worst case stops before any call (the server does not exist).
-    out = moa("--spec", str(path), "--max-cost", "0.0000001", "Hi")
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "error: max_cost $0.000000 reached: spent $0.000000; layer_1" in out.stderr
+    assert main(["--spec", str(path), "--max-cost", "0.0000001", "Hi"]) == 2
+    err = capsys.readouterr().err
+    assert "error: max_cost $0.000000 reached: spent $0.000000; layer_1" in err
+
+
+async def test_max_cost_checks_the_fallback_that_would_answer_a_failed_layer(model, server):
+    """A whole layer failed: the aggregator's fallback is next, and it is checked too."""
+    server.set_behavior("a", Behavior(always_status=400))
+    data = {
+        "layers": [[model("a", price=PRICE, max_tokens=50)]],
+        "aggregator": model(
+            "agg",
+            price=PRICE,
+            max_tokens=50,
+            fallback=model("fb", price={"input": 1000.0, "output": 1000.0}, max_tokens=50),
+        ),
+        "max_cost": 0.01,
+    }
+    with pytest.raises(CostLimitError) as info:
+        await create_moa(data).ainvoke({"messages": [("user", "Q?")]})
+    assert info.value.step == "fallback" and info.value.spent == 0
+    assert {r["model"] for r in server.log()} == {"a"}
