@@ -104,7 +104,7 @@ class ModelSpec(BaseModel):
     )
     # -- beyond the paper (issue 15) --
     reference_max_tokens: int | None = Field(
-        None,
+        default=None,
         gt=0,
         description="Cap on this model's answer once it becomes a reference for the next"
         " layer (overrides the spec's reference_max_tokens).",
@@ -211,13 +211,13 @@ class MoASpec(BaseModel):
     )
     # -- beyond the paper (issue 15) --
     max_cost: float | None = Field(
-        None,
+        default=None,
         gt=0,
         description="USD a run may spend: it stops (CostLimitError) before a layer or the"
         " aggregator whose worst-case cost would exceed it. Needs a price for every model.",
     )
     reference_max_tokens: int | None = Field(
-        None,
+        default=None,
         gt=0,
         description="Cap on every answer once it becomes a reference for the next layer"
         " (marked like a context-window cut); a model's own cap wins.",
