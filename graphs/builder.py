@@ -29,15 +29,20 @@ from langgraph_moa.nodes.model import failure_handler, model_node
 from langgraph_moa.nodes.seat import Seat
 from langgraph_moa.nodes.sync import with_sync
 
+MoAGraph = StateGraph[MoAState, Context, InputState, OutputState]
+"""The uncompiled MoA graph (``build_graph``)."""
+CompiledMoA = CompiledStateGraph[MoAState, Context, InputState, OutputState]
+"""The compiled MoA graph (``create_moa``)."""
+
 
 def _add_model(
-    graph: StateGraph,
+    graph: MoAGraph,
     model: ModelSpec,
     spec: MoASpec,
     seat: Seat,
     goto: str,
     chat_models: Mapping[str, BaseChatModel],
-):
+) -> None:
     graph.add_node(
         seat.node,
         with_sync(model_node(model, spec, seat, chat_models), seat.node),
@@ -63,7 +68,7 @@ def build_graph(
     preset: str | None = None,
     chat_models: Mapping[str, BaseChatModel] | None = None,
     context_schema: type[Context] = Context,
-) -> StateGraph:
+) -> MoAGraph:
     """The MoA graph for ``spec`` (a ``MoASpec``, dict, YAML/JSON path) or ``preset``.
 
     ``chat_models`` maps model names to ready chat model instances (your own client, or a
@@ -122,7 +127,7 @@ def create_moa(
     preset: str | None = None,
     chat_models: Mapping[str, BaseChatModel] | None = None,
     **compile_kwargs: Any,
-) -> CompiledStateGraph:
+) -> CompiledMoA:
     """``build_graph(...).compile(**compile_kwargs)`` with the spec's name."""
     resolved = resolve_spec(spec, preset=preset)
     graph = build_graph(resolved, chat_models=chat_models)

@@ -13,9 +13,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from langgraph_moa.errors import MoAError
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.types import StreamMode
+
+    from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.names import ANSWER_NODES
 
 
@@ -52,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list the built-in presets")
     graph = sub.add_parser("graph", help="print the graph as a Mermaid diagram")
     _spec_args(graph)
+    from langgraph_moa.eval.cli import add_parser as add_eval
+
+    add_eval(sub)
+    ui = sub.add_parser("ui", help="open the web UI in the browser (serving it if needed)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=8765)
+    ui.add_argument("--spec", action="append", help="offer this spec file too (repeatable)")
+    ui.add_argument("--db", default=None, help="SQLite file of the conversations (as --thread)")
+    ui.add_argument("--no-browser", action="store_true", help="serve without opening a browser")
     return p
 
 
@@ -60,7 +75,7 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", help="spec file (YAML or JSON)")
 
 
-def _spec(args: argparse.Namespace):
+def _spec(args: argparse.Namespace) -> MoASpec:
     from langgraph_moa.graphs.spec import resolve_spec
 
     if args.spec and args.preset:
@@ -68,7 +83,7 @@ def _spec(args: argparse.Namespace):
     return resolve_spec(args.spec, preset=None if args.spec else (args.preset or "local"))
 
 
-def mermaid(spec) -> str:
+def mermaid(spec: MoASpec) -> str:
     """The graph as Mermaid, without LangGraph's internal error-handler nodes and metadata,
     so it reads like the paper's Figure 2."""
     from langgraph_moa.graphs.builder import build_graph
@@ -77,8 +92,8 @@ def mermaid(spec) -> str:
     hidden = [n for n in drawable.nodes if n.startswith("__error_handler__")]
     for node in hidden:
         drawable.remove_node(drawable.nodes[node])
-    for key, node in drawable.nodes.items():
-        drawable.nodes[key] = node._replace(metadata=None)
+    for key, drawn in drawable.nodes.items():
+        drawable.nodes[key] = drawn._replace(metadata=None)
     return drawable.draw_mermaid()
 
 
@@ -163,7 +178,7 @@ async def _run(args: argparse.Namespace) -> int:
     spec.check_keys()
     async with AsyncExitStack() as stack:
         checkpointer = None
-        config: dict[str, Any] = {}
+        config: RunnableConfig = {}
         if args.thread:
             from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -199,14 +214,13 @@ async def _run(args: argparse.Namespace) -> int:
         # Ask only for what is shown: tokens with --stream, progress events unless quiet.
         # A stream nobody reads makes every model call a plain, non-streaming request.
         stream_answer = args.stream and not args.json
-        modes = ["values"]
+        modes: list[StreamMode] = ["values"]
         modes += ["custom"] if progress.enabled else []
         modes += ["messages"] if stream_answer else []
         modes += ["updates"] if cache is not None else []  # says which answers were cached
         try:
-            async for mode, chunk in graph.astream(
-                payload, config, context=context, stream_mode=modes
-            ):
+            async for part in graph.astream(payload, config, context=context, stream_mode=modes):
+                mode, chunk = cast("tuple[str, Any]", part)  # (mode, chunk) for a list of modes
                 if mode == "custom":
                     progress(chunk)
                 elif mode == "messages":
@@ -268,7 +282,8 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in {"run", "presets", "graph", "estimate", "cache", "-h", "--help"}:
+    commands = {"run", "presets", "graph", "eval", "ui", "estimate", "cache", "-h", "--help"}
+    if argv and argv[0] not in commands:
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
     try:
@@ -296,6 +311,14 @@ def main(argv: list[str] | None = None) -> int:
             result = estimate(_spec(args), question, max_tokens=args.max_tokens)
             print(json.dumps(result.as_dict(), indent=2) if args.json else format_estimate(result))
             return 0
+        if args.command == "eval":
+            from langgraph_moa.eval.cli import main as eval_main
+
+            return eval_main(args)
+        if args.command == "ui":
+            from langgraph_moa.web import run_ui
+
+            return run_ui(args, _db_path(args))
         if args.command is None:
             _parser().print_help()
             return 2

@@ -7,6 +7,8 @@ are referred to by the name of their environment variable only.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MoAError(Exception):
     """Base class of every error langgraph-moa raises on purpose.
@@ -15,7 +17,7 @@ class MoAError(Exception):
     ``calls``), so an error never loses an answer, with or without a checkpointer.
     """
 
-    partial: dict | None = None
+    partial: dict[str, Any] | None = None
 
 
 class SpecError(MoAError, ValueError):

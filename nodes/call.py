@@ -40,7 +40,7 @@ class _FirstToken(BaseCallbackHandler):
     def __init__(self) -> None:
         self.at: float | None = None
 
-    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:
         if self.at is None and token:
             self.at = time.perf_counter()
 

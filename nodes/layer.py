@@ -8,6 +8,7 @@ per-turn data, keeping the conversation.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from langchain_core.messages import AnyMessage
@@ -52,7 +53,9 @@ def strip_reasoning(text: str, spec: MoASpec) -> str:
     return text
 
 
-def layer_entry(layer: int, spec: MoASpec):
+def layer_entry(
+    layer: int, spec: MoASpec
+) -> Callable[[MoAState, Runtime[Context]], Coroutine[Any, Any, dict[str, Any]]]:
     """Entry of a proposer layer: the node every proposer of the layer fans out from."""
 
     async def enter(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -81,7 +84,9 @@ def layer_entry(layer: int, spec: MoASpec):
     return enter
 
 
-def layer_reducer(layer: int, spec: MoASpec):
+def layer_reducer(
+    layer: int, spec: MoASpec
+) -> Callable[[MoAState, Runtime[Context]], Coroutine[Any, Any, dict[str, Any]]]:
     """Collect a layer's answers into ``references``, in spec order, and apply the quorum.
 
     Spec order (not completion order) makes runs reproducible and matches the reference
@@ -146,7 +151,7 @@ def _guard_cost(error: CostLimitError | None, state: MoAState | None) -> None:
         raise error
 
 
-def route_after_layer(next_node: str):
+def route_after_layer(next_node: str) -> Callable[[MoAState], str]:
     """After a layer: on to ``next_node``, or to the fallback answer if the quorum failed."""
 
     def route(state: MoAState) -> str:

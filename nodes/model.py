@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -54,8 +54,10 @@ def _with_attempts(exc: BaseException, attempt: int) -> BaseException:
     return exc
 
 
-NodeFunction = Callable[[MoAState, Runtime[Context]], Awaitable[dict[str, Any]]]
-HandlerFunction = Callable[[MoAState, NodeError, Runtime[Context]], Awaitable[Command[str]]]
+NodeFunction = Callable[[MoAState, Runtime[Context]], Coroutine[Any, Any, dict[str, Any]]]
+HandlerFunction = Callable[
+    [MoAState, NodeError, Runtime[Context]], Coroutine[Any, Any, Command[str]]
+]
 
 
 def model_node(

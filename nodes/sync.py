@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from langgraph._internal._runnable import RunnableCallable
@@ -30,7 +30,7 @@ def _background_loop() -> asyncio.AbstractEventLoop:
     return _loop
 
 
-def with_sync(afunc: Callable[..., Awaitable[Any]], name: str) -> RunnableCallable:
+def with_sync(afunc: Callable[..., Coroutine[Any, Any, Any]], name: str) -> RunnableCallable:
     """The async node ``afunc`` as a LangGraph runnable with a sync twin (same signature,
     so LangGraph injects ``runtime`` / ``NodeError`` into both)."""
 

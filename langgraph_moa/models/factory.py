@@ -101,7 +101,7 @@ def _build(spec: ModelSpec, loop: asyncio.AbstractEventLoop | None) -> BaseChatM
         if spec.base_url:
             kwargs["base_url"] = spec.base_url
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    model = init_chat_model(spec.model_id, model_provider=spec.provider, **kwargs)
+    model: BaseChatModel = init_chat_model(spec.model_id, model_provider=spec.provider, **kwargs)
     if spec.provider in OPENAI_COMPATIBLE and loop is not None:
         _tune_streaming(model, spec)
     return model
@@ -130,7 +130,7 @@ def _tune_streaming(model: BaseChatModel, spec: ModelSpec) -> None:
         and "stream_chunk_timeout" not in spec.params
         and not os.environ.get("LANGCHAIN_OPENAI_STREAM_CHUNK_TIMEOUT_S")
     ):
-        model.stream_chunk_timeout = None
+        setattr(model, "stream_chunk_timeout", None)  # noqa: B010 (a ChatOpenAI field)
     root = getattr(model, "root_async_client", None)
     if _KEEP_SDK_CHUNKS.intersection(spec.params) or root is None:
         return
@@ -150,7 +150,7 @@ def _tune_streaming(model: BaseChatModel, spec: ModelSpec) -> None:
             return data
         return typed(data=data, cast_to=cast_to, response=response)
 
-    root._process_response_data = process
+    setattr(root, "_process_response_data", process)  # noqa: B010 (our own client only)
 
 
 def get_chat_model(spec: ModelSpec) -> BaseChatModel:

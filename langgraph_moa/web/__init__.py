@@ -1,0 +1,32 @@
+"""The web UI: a page that shows the mixture at work, and the event stream behind it.
+
+``ui_router`` (for any FastAPI app, e.g. ``moa serve``), ``create_ui_app`` (the UI alone),
+``run_ui`` (``moa ui``). Needs FastAPI and uvicorn (``pip install 'langgraph-moa[web]'``);
+names are imported lazily so a missing one is a clear error, not a traceback at import.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langgraph_moa.web.app import create_ui_app, default_specs, run_ui
+    from langgraph_moa.web.router import ui_router
+
+__all__ = ["create_ui_app", "default_specs", "run_ui", "ui_router"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        from langgraph_moa.web import app, router
+    except ImportError as exc:
+        if exc.name in ("fastapi", "uvicorn", "starlette"):
+            from langgraph_moa.errors import MoAError
+
+            raise MoAError(
+                'the web UI needs FastAPI and uvicorn: pip install "langgraph-moa[web]"'
+            ) from None
+        raise
+    return getattr(router if name == "ui_router" else app, name)
