@@ -17,6 +17,8 @@ from typing import Any
 
 from langgraph.cache.sqlite import SqliteCache
 
+from langgraph_moa.graphs.spec import MoASpec
+
 CACHE_FILE = "cache.sqlite"
 
 
@@ -57,3 +59,9 @@ def clear_cache(path: str | os.PathLike[str] | None = None) -> int:
     if file.exists():
         persistent_cache(file).clear()
     return count
+
+
+def graph_cache(spec: MoASpec) -> SqliteCache[Any] | None:
+    """What a face passes as ``compile(cache=...)`` for ``spec``: the persistent cache when
+    the spec says ``cache: true``, else None (the CLI, ``moa eval`` and the web UI use this)."""
+    return persistent_cache() if spec.cache else None

@@ -188,11 +188,9 @@ async def _run(args: argparse.Namespace) -> int:
                 AsyncSqliteSaver.from_conn_string(str(path))
             )
             config = {"configurable": {"thread_id": args.thread}}
-        cache = None
-        if spec.cache:  # `cache: true` or --cache: answers survive between runs
-            from langgraph_moa.cache import persistent_cache
+        from langgraph_moa.cache import graph_cache
 
-            cache = persistent_cache()
+        cache = graph_cache(spec)  # `cache: true` or --cache: answers survive between runs
         graph = build_graph(spec).compile(checkpointer=checkpointer, cache=cache, name=spec.name)
         cached: set[str] = set()  # nodes whose answer came from the cache
         if question:

@@ -7,9 +7,16 @@ import json
 import pytest
 import yaml
 
-from langgraph_moa.cache import cache_entries, cache_path, clear_cache, persistent_cache
+from langgraph_moa.cache import (
+    cache_entries,
+    cache_path,
+    clear_cache,
+    graph_cache,
+    persistent_cache,
+)
 from langgraph_moa.cli import main
 from langgraph_moa.graphs.builder import create_moa
+from langgraph_moa.graphs.spec import parse_spec
 from langgraph_moa.graphs.state import Context
 from langgraph_moa.testing import OpenAIServer
 
@@ -106,3 +113,26 @@ def test_cli_cache_flag_spec_cache_and_cache_clear(tmp_path, sync_server, capsys
     sync_server.reset()
     assert moa(capsys, "--spec", str(cached), "-q", "Hi")[0] == 0
     assert len(sync_server.log()) == 3
+
+
+def test_graph_cache_follows_the_spec(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert graph_cache(parse_spec(spec(model))) is not None
+    assert graph_cache(parse_spec({**spec(model), "cache": False})) is None
+
+
+async def test_web_ui_reuses_answers_for_a_cache_true_spec(model, server, tmp_path, monkeypatch):
+    """The web UI compiles `cache: true` specs with the same persistent cache."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    from langgraph_moa.web import create_ui_app
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    app = create_ui_app({"c": parse_spec(spec(model))}, db_path=tmp_path / "threads.sqlite")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ui") as client:
+        for expected_calls in (5, 0):  # two new conversations, the same question
+            server.reset()
+            response = await client.post("/ui/api/runs", json={"spec": "c", "question": "Hi"})
+            assert response.status_code == 200 and "event: done" in response.text
+            assert len(server.log()) == expected_calls
