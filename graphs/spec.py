@@ -102,6 +102,13 @@ class ModelSpec(BaseModel):
     price: Price | None = Field(
         default=None, description="USD per 1M input/output tokens; fills calls[].cost_usd when set."
     )
+    # -- beyond the paper (issue 15) --
+    reference_max_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Cap on this model's answer once it becomes a reference for the next"
+        " layer (overrides the spec's reference_max_tokens).",
+    )
 
     @field_validator("model")
     @classmethod
@@ -202,6 +209,19 @@ class MoASpec(BaseModel):
         default=False,
         description="Pause before the aggregator for human review (resume with Command).",
     )
+    # -- beyond the paper (issue 15) --
+    max_cost: float | None = Field(
+        default=None,
+        gt=0,
+        description="USD a run may spend: it stops (CostLimitError) before a layer or the"
+        " aggregator whose worst-case cost would exceed it. Needs a price for every model.",
+    )
+    reference_max_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Cap on every answer once it becomes a reference for the next layer"
+        " (marked like a context-window cut); a model's own cap wins.",
+    )
 
     @field_validator("layers")
     @classmethod
@@ -250,6 +270,17 @@ class MoASpec(BaseModel):
                     f"min_successful={self.min_successful} is larger than layer {i + 1}"
                     f" ({len(layer)} proposers)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _known_prices(self) -> MoASpec:
+        """Models at their provider's own endpoint get the price table's price (if known)."""
+        from langgraph_moa.prices import known_price
+
+        for model in self.models():
+            known = known_price(model.model) if model.base_url is None else None
+            if model.price is None and known is not None:
+                model.price = Price(input=known[0], output=known[1])
         return self
 
     def models(self) -> list[ModelSpec]:

@@ -75,6 +75,10 @@ class OutputState(TypedDict):
 class MoAState(OutputState):
     """Full graph state. ``references`` is the previous layer's answers in spec order."""
 
+    run_params: NotRequired[dict[str, Any]]
+    """The run's overrides of model settings (``Context.temperature``/``max_tokens``), written
+    by ``layer_1``: part of every cache key, so a changed override never reuses an answer."""
+
 
 @dataclass(kw_only=True)
 class Context:
@@ -94,6 +98,13 @@ class Context:
             "description": "Stream every proposer's tokens in stream_mode='messages' (the"
             " aggregator's always stream there). Off by default: a caller watching the answer"
             " does not pay for proposer tokens; the LangGraph server's graphs turn it on."
+        },
+    )
+    max_cost: float | None = field(
+        default=None,
+        metadata={
+            "description": "USD this run may spend (overrides the spec's max_cost): it stops"
+            " before a step whose worst-case cost would exceed it."
         },
     )
     preset: str | None = field(
