@@ -347,13 +347,26 @@ def parse_spec(data: dict[str, Any] | MoASpec, source: str = "spec") -> MoASpec:
         raise _format_validation_error(exc, source) from None
 
 
+MAX_SPEC_BYTES = 1 << 20
+"""A spec file is a few KB; reading stops past 1 MiB (``--spec /dev/zero`` must not hang)."""
+
+
 def load_spec(path: str | os.PathLike[str]) -> MoASpec:
-    """Load a spec from a YAML or JSON file."""
+    """Load a spec from a YAML or JSON file (UTF-8, at most ``MAX_SPEC_BYTES``)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise SpecError(f"cannot read spec file {str(p)!r}: {exc.strerror}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"spec file {str(p)!r} is larger than {MAX_SPEC_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"spec file {str(p)!r} is not UTF-8 text (byte {exc.start}): is it a spec?"
+        ) from None
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.names import ANSWER_NODES
+from langgraph_moa.redact import scrub
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -325,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except MoAError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {scrub(str(exc))}", file=sys.stderr)
         if exc.partial and exc.partial.get("answers"):
             if getattr(args, "json", False):  # nothing computed is lost: hand it over
                 calls = exc.partial.get("calls") or []
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         return 2
     except Exception as exc:  # one line, no traceback: the CLI's promise
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {scrub(str(exc))}", file=sys.stderr)
         return 1
 
 

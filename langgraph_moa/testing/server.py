@@ -146,6 +146,9 @@ class Behavior:
     """The first N *streaming* requests send a few chunks then close the connection."""
     drop_after_chunks: int = 2
     """How many content chunks are sent before a mid-stream drop."""
+    echo_auth: bool = False
+    """Injected error bodies quote the request's ``Authorization`` header, as some careless
+    upstreams do (for testing that a key an upstream echoes is never stored)."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | Behavior | None) -> Behavior:
@@ -610,7 +613,9 @@ class OpenAIServer:
         if status is None and n <= beh.fail_first:
             status = beh.fail_status
         if status is not None:
-            return await self._injected_error(rec, beh, status)
+            return await self._injected_error(
+                rec, beh, status, request.headers.get("Authorization", "")
+            )
         if beh.context_window is not None:
             requested = prompt_tokens + (max_tokens if isinstance(max_tokens, int) else 0)
             if requested > beh.context_window:
@@ -708,7 +713,7 @@ class OpenAIServer:
         return self._json(400, body)
 
     async def _injected_error(
-        self, rec: dict[str, Any], beh: Behavior, status: int
+        self, rec: dict[str, Any], beh: Behavior, status: int, auth: str = ""
     ) -> web.Response:
         if beh.error_latency > 0:
             await asyncio.sleep(beh.error_latency)
@@ -719,7 +724,10 @@ class OpenAIServer:
         rec["status"] = status
         rec["outcome"] = str(status)
         rec["first_byte"] = time.time()
-        return self._json(status, _error_body(status), headers)
+        body = _error_body(status)
+        if beh.echo_auth:
+            body["error"]["message"] += f" (you sent Authorization: {auth})"
+        return self._json(status, body, headers)
 
     async def _context_error(
         self, rec: dict[str, Any], beh: Behavior, prompt_tokens: int, max_tokens: Any
