@@ -437,6 +437,7 @@ class OpenAIServer:
         """Start serving in a daemon thread with its own event loop; returns self."""
         if self._thread is not None:
             raise RuntimeError("server already started")
+        loop: asyncio.AbstractEventLoop
         if self._use_uvloop:
             try:
                 import uvloop
@@ -861,13 +862,14 @@ class ControlClient:
         self.url = root[:-3] if root.endswith("/v1") else root
         self.timeout = timeout
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
             self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
         )
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            return json.loads(resp.read())
+            answer: dict[str, Any] = json.loads(resp.read())
+        return answer
 
     def set_behaviors(
         self,
@@ -886,14 +888,15 @@ class ControlClient:
 
     def log(self, model: str | None = None) -> list[dict[str, Any]]:
         path = "/_control/log" + (f"?model={urllib.parse.quote(model)}" if model else "")
-        return self._call("GET", path)["requests"]
+        requests: list[dict[str, Any]] = self._call("GET", path)["requests"]
+        return requests
 
     def reset(self) -> None:
         self._call("POST", "/_control/reset", {})
 
     def health(self) -> bool:
         try:
-            return self._call("GET", "/health").get("status") == "ok"
+            return bool(self._call("GET", "/health").get("status") == "ok")
         except OSError:
             return False
 
@@ -938,9 +941,9 @@ class ServerProcess:
             cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env
         )
         line_box: list[str] = []
-        reader = threading.Thread(
-            target=lambda: line_box.append(self.proc.stdout.readline()), daemon=True
-        )
+        stdout = self.proc.stdout
+        assert stdout is not None  # stdout=PIPE
+        reader = threading.Thread(target=lambda: line_box.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(self._timeout)
         line = line_box[0].strip() if line_box else ""
