@@ -13,12 +13,26 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from langgraph_moa.errors import MissingAPIKeyError, SpecError
 from langgraph_moa.models.providers import DEFAULT_KEY_ENV, LOCAL_PROVIDER, known_providers
 from langgraph_moa.prompts import AGGREGATE_PROMPT, InjectionMode
+
+MAX_LAYERS = 16
+"""Upper bounds for every spec, trusted or not: a spec is data, and data must not be able to
+make a process build a graph for seconds, sleep for hours or allocate without limit."""
+MAX_PROPOSERS = 32
+MAX_FALLBACKS = 4
+MAX_TOKENS = 1_000_000
+MAX_CONTEXT_WINDOW = 10_000_000
+MAX_SECONDS = 3600.0
+
+DEFAULT_STRIP_PATTERNS = (r"<think>.*?(?:</think>|\Z)", r"<thinking>.*?(?:</thinking>|\Z)")
+"""Reasoning blocks removed by default. ``strip_reasoning`` recognises these two and removes
+them with plain string search (linear time); other patterns run as regexes with a timeout."""
 
 
 class RetrySpec(BaseModel):
@@ -32,15 +46,17 @@ class RetrySpec(BaseModel):
 
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts including the first.")
     initial_interval: float = Field(
-        default=0.5, ge=0, description="Seconds before the first retry."
+        default=0.5, ge=0, le=600, description="Seconds before the first retry."
     )
-    backoff_factor: float = Field(default=2.0, ge=1, description="Interval multiplier per retry.")
+    backoff_factor: float = Field(
+        default=2.0, ge=1, le=10, description="Interval multiplier per retry."
+    )
     max_interval: float = Field(
-        default=30.0, gt=0, description="Cap on the backoff interval, seconds."
+        default=30.0, gt=0, le=3600, description="Cap on the backoff interval, seconds."
     )
     jitter: bool = Field(default=True, description="Add up to 1 s of random jitter (LangGraph's).")
     max_retry_after: float = Field(
-        default=60.0, ge=0, description="Longest Retry-After honoured, s."
+        default=60.0, ge=0, le=3600, description="Longest Retry-After honoured, s."
     )
 
 
@@ -80,7 +96,7 @@ class ModelSpec(BaseModel):
     )
     temperature: float | None = Field(default=0.7, ge=0, le=2, description="Sampling temperature.")
     max_tokens: int | None = Field(
-        default=512, gt=0, description="Most tokens the model may write."
+        default=512, gt=0, le=MAX_TOKENS, description="Most tokens the model may write."
     )
     system_prompt: str | None = Field(
         default=None, description="A persona for this model only (diversity in self-MoA / local)."
@@ -89,11 +105,17 @@ class ModelSpec(BaseModel):
         default_factory=dict, description="Extra keyword arguments for the chat model."
     )
     timeout: float | None = Field(
-        default=120.0, gt=0, description="Seconds one attempt may take (sync and async runs alike)."
+        default=120.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="Seconds one attempt may take (sync and async runs alike).",
     )
     retry: RetrySpec = Field(default_factory=RetrySpec)
     context_window: int | None = Field(
-        default=None, gt=0, description="Tokens the model accepts; references are fitted into it."
+        default=None,
+        gt=0,
+        le=MAX_CONTEXT_WINDOW,
+        description="Tokens the model accepts; references are fitted into it.",
     )
     fallback: ModelSpec | None = Field(
         default=None,
@@ -165,7 +187,8 @@ class MoASpec(BaseModel):
 
     name: str = Field(default="moa", description="Name of the graph (shown in Studio and traces).")
     layers: list[list[ModelSpec]] = Field(
-        description="Proposer layers, each a list of models run in parallel."
+        max_length=MAX_LAYERS,
+        description="Proposer layers, each a list of models run in parallel.",
     )
     aggregator: ModelSpec = Field(description="The model that writes the final answer.")
     aggregate_prompt: str = Field(
@@ -180,21 +203,27 @@ class MoASpec(BaseModel):
         " a prefill).",
     )
     min_successful: int = Field(
-        default=1, ge=1, description="Quorum: answers a layer needs; fewer fails the layer."
+        default=1,
+        ge=1,
+        le=MAX_PROPOSERS,
+        description="Quorum: answers a layer needs; fewer fails the layer.",
     )
     layer_deadline: float | None = Field(
         default=None,
         gt=0,
+        le=MAX_SECONDS,
         description="Once the quorum answered, wait at most this many s for the rest.",
     )
     layer_deadline_factor: float | None = Field(
         default=None,
         gt=0,
+        le=100,
         description="...or this factor x the median latency of the finished ones.",
     )
     strip_patterns: list[str] = Field(
         # An answer cut at max_tokens may never close its reasoning block: strip to the end.
-        default_factory=lambda: [r"<think>.*?(?:</think>|\Z)", r"<thinking>.*?(?:</thinking>|\Z)"],
+        default_factory=lambda: list(DEFAULT_STRIP_PATTERNS),
+        max_length=16,
         description="Regexes removed from answers before they become references (reasoning).",
     )
     cache: bool = Field(
@@ -203,7 +232,7 @@ class MoASpec(BaseModel):
         " cache, e.g. InMemoryCache or SqliteCache.",
     )
     cache_ttl: int | None = Field(
-        default=None, gt=0, description="Seconds a cached answer stays valid."
+        default=None, gt=0, le=366 * 86400, description="Seconds a cached answer stays valid."
     )
     review: bool = Field(
         default=False,
@@ -231,15 +260,19 @@ class MoASpec(BaseModel):
         for i, layer in enumerate(layers):
             if not layer:
                 raise ValueError(f"layer {i + 1} is empty")
+            if len(layer) > MAX_PROPOSERS:
+                raise ValueError(f"layer {i + 1}: at most {MAX_PROPOSERS} proposers")
         return layers
 
     @field_validator("strip_patterns")
     @classmethod
     def _patterns_compile(cls, patterns: list[str]) -> list[str]:
         for p in patterns:
+            if len(p) > 500:
+                raise ValueError("a strip pattern has at most 500 characters")
             try:
-                re.compile(p)
-            except re.error as exc:
+                regex.compile(p)  # the engine strip_reasoning runs them on
+            except regex.error as exc:
                 raise ValueError(f"bad regex {p!r}: {exc}") from exc
         return patterns
 
@@ -261,6 +294,13 @@ class MoASpec(BaseModel):
                 if model.name is None:
                     model.name = _unique(_default_name(model.model_id), seen)
                     seen.add(model.name)
+        for model in [m for layer in self.layers for m in layer] + [self.aggregator]:
+            depth, chained = 0, model.fallback
+            while chained is not None:
+                depth += 1
+                chained = chained.fallback
+            if depth > MAX_FALLBACKS:
+                raise ValueError(f"model {model.name!r}: at most {MAX_FALLBACKS} chained fallbacks")
         for model in self.models():
             if model.name is None:
                 model.name = _default_name(model.model_id)

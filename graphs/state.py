@@ -16,6 +16,9 @@ from langgraph.graph.message import Messages, add_messages
 from pydantic import ValidationError
 from typing_extensions import NotRequired, TypedDict
 
+from langgraph_moa.errors import InvalidInputError
+from langgraph_moa.graphs.spec import MAX_TOKENS
+
 CallStatus = Literal["ok", "failed", "timeout", "cut", "fallback"]
 
 
@@ -143,6 +146,27 @@ class Context:
         default=None,
         metadata={"description": "A whole spec (as in a YAML/JSON file) instead of a preset."},
     )
+
+    def __post_init__(self) -> None:
+        """Refuse bad overrides when the run starts, before any model is called (LangGraph
+        builds the context from the caller's dict with this constructor)."""
+        check_overrides(self.temperature, self.max_tokens)
+        if not isinstance(self.stream_proposers, bool):
+            raise InvalidInputError("context.stream_proposers: must be true or false")
+
+
+def check_overrides(temperature: object, max_tokens: object, cap: int = MAX_TOKENS) -> None:
+    """Per-run ``temperature`` (a number from 0 to 2) and ``max_tokens`` (1..cap)."""
+    if temperature is not None and (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not 0 <= temperature <= 2
+    ):
+        raise InvalidInputError("context.temperature: must be a number from 0 to 2")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 0 < max_tokens <= cap
+    ):
+        raise InvalidInputError(f"context.max_tokens: must be a whole number from 1 to {cap}")
 
 
 @dataclass(kw_only=True)

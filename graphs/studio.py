@@ -36,9 +36,11 @@ What Studio shows
       (an interrupt carrying the references); resume with ``true`` to go on, or with a list of
       strings to replace the references the aggregator reads.
 
-Security: a spec from a run may point a model at any ``base_url``, so the factory refuses a
-client-supplied spec that would send a server-side API key (``api_key_env`` or the provider's
-default variable) to a non-default endpoint, unless ``MOA_TRUST_RUN_SPECS=1`` is set.
+Security: what a run may ask for is decided by one ``RunPolicy`` (``graphs/policy.py``), read
+from the environment: by default a run names only a built-in preset or a spec the operator
+registered (``MOA_SPECS``); whole client specs need ``MOA_TRUST_RUN_SPECS=1`` and even then may
+not choose keys, endpoints, client objects, loader settings or regexes, and stay within caps.
+The same policy applies to an assistant's stored context (``config["configurable"]``).
 
 Tracing is LangSmith's usual opt-in (``LANGSMITH_TRACING=true`` + key in the environment);
 nothing here turns it on.
@@ -46,7 +48,7 @@ nothing here turns it on.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import os
 from collections import OrderedDict
@@ -57,59 +59,39 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph_sdk.runtime import ServerRuntime
 
-from langgraph_moa.errors import SpecError
 from langgraph_moa.graphs.builder import build_graph
-from langgraph_moa.graphs.spec import MoASpec, parse_spec, resolve_spec
+from langgraph_moa.graphs.policy import (
+    BASE_URLS_ENV,
+    MODELS_ENV,
+    SPECS_ENV,
+    TRUST_ENV,
+    RunPolicy,
+)
+from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.state import Context, ServerContext
-from langgraph_moa.models.providers import URL_PARAMS
 
-__all__ = ["graph_for", "moa", "moa_local", "spec_from_context"]
+__all__ = ["graph_for", "moa", "moa_local", "policy", "spec_from_context"]
 
-_TRUST_ENV = "MOA_TRUST_RUN_SPECS"
 _CACHE: OrderedDict[tuple[str, str], CompiledStateGraph] = OrderedDict()
 _CACHE_SIZE = 32
 
 
-def _as_mapping(context: Any) -> Mapping[str, Any]:
-    if context is None:
-        return {}
-    if isinstance(context, Mapping):
-        return context
-    if dataclasses.is_dataclass(context) and not isinstance(context, type):
-        return {f.name: getattr(context, f.name) for f in dataclasses.fields(context)}
-    if hasattr(context, "model_dump"):
-        return context.model_dump()
-    return {}
+@functools.lru_cache(maxsize=8)
+def _policy(default: str, env: tuple[str | None, ...]) -> RunPolicy:
+    return RunPolicy.from_env(default=default)
 
 
-def _check_untrusted(spec: MoASpec) -> None:
-    """Refuse a client spec that would send a server-side key to an endpoint it chose."""
-    if os.environ.get(_TRUST_ENV) == "1":
-        return
-    for model in spec.models():
-        redirected = model.base_url or URL_PARAMS.intersection(model.params)
-        if model.key_env and redirected:
-            raise SpecError(
-                f"model {model.name!r}: a run's spec may not send the server's "
-                f"{model.key_env} to a custom endpoint (set {_TRUST_ENV}=1 to allow)"
-            )
+def policy(default: str = "moa") -> RunPolicy:
+    """The server's ``RunPolicy`` (from the environment; rebuilt when it changes)."""
+    env = tuple(os.environ.get(v) for v in (TRUST_ENV, SPECS_ENV, BASE_URLS_ENV, MODELS_ENV))
+    return _policy(default, env)
 
 
 def spec_from_context(
     context: Any = None, configurable: Mapping[str, Any] | None = None, *, default: str
 ) -> MoASpec:
-    """The spec a run asks for: ``context`` first, then ``configurable``, else ``default``."""
-    for source in (_as_mapping(context), configurable or {}):
-        spec, preset = source.get("spec"), source.get("preset")
-        if spec is None and preset is None:
-            continue
-        if spec is not None and not isinstance(spec, (Mapping, MoASpec)):
-            raise SpecError("context.spec must be an object (a whole spec), not a path")
-        if isinstance(spec, Mapping):
-            spec = parse_spec(dict(spec), source="context.spec")
-            _check_untrusted(spec)
-        return resolve_spec(spec, preset=preset)
-    return resolve_spec(None, preset=default)
+    """The spec a run asks for (``context`` first, then ``configurable``), within the policy."""
+    return policy(default).resolve(context, configurable)
 
 
 def graph_for(spec: MoASpec, name: str) -> CompiledStateGraph:

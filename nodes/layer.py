@@ -7,10 +7,11 @@ per-turn data, keeping the conversation.
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import regex
 from langchain_core.messages import AnyMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, interrupt
@@ -18,10 +19,11 @@ from langgraph.types import Overwrite, interrupt
 from langgraph_moa import costs
 from langgraph_moa.errors import CostLimitError, InvalidInputError, LayerFailedError
 from langgraph_moa.graphs import names
-from langgraph_moa.graphs.spec import MoASpec
+from langgraph_moa.graphs.spec import DEFAULT_STRIP_PATTERNS, MoASpec
 from langgraph_moa.graphs.state import Context, MoAState
 from langgraph_moa.nodes.caps import cap_reference
 
+_log = logging.getLogger(__name__)
 _ROLES = {"human", "ai", "system", "tool"}
 
 
@@ -46,10 +48,47 @@ def computed(state: MoAState) -> dict[str, Any]:
     return {k: state.get(k) for k in ("answers", "references", "calls")}
 
 
+REGEX_TIMEOUT = 0.1
+"""Seconds a spec's own strip pattern may run on one answer; a pattern that takes longer
+(catastrophic backtracking) is skipped for that answer instead of freezing the event loop."""
+
+_FIXED: dict[str, tuple[str, str]] = {
+    DEFAULT_STRIP_PATTERNS[0]: ("<think>", "</think>"),
+    DEFAULT_STRIP_PATTERNS[1]: ("<thinking>", "</thinking>"),
+}
+"""The default patterns as (open, close) tags: removed by string search, in linear time."""
+
+
+def _strip_block(text: str, open_tag: str, close_tag: str) -> str:
+    """``text`` without ``open_tag``...``close_tag`` blocks (an unclosed one runs to the end)."""
+    parts: list[str] = []
+    pos = 0
+    while (start := text.find(open_tag, pos)) != -1:
+        parts.append(text[pos:start])
+        end = text.find(close_tag, start + len(open_tag))
+        if end == -1:
+            return "".join(parts)
+        pos = end + len(close_tag)
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
 def strip_reasoning(text: str, spec: MoASpec) -> str:
-    """``text`` without the spec's reasoning blocks (``<think>``...): what others may read."""
+    """``text`` without the spec's reasoning blocks (``<think>``...): what others may read.
+
+    The default patterns run as string search (linear time); a spec's own patterns (trusted
+    specs only: the run policy refuses them from clients) run on the ``regex`` engine with a
+    timeout, so a backtracking pattern cannot block the process.
+    """
     for pattern in spec.strip_patterns:
-        text = re.sub(pattern, "", text, flags=re.S)
+        tags = _FIXED.get(pattern)
+        if tags is not None:
+            text = _strip_block(text, *tags)
+            continue
+        try:
+            text = regex.sub(pattern, "", text, flags=regex.S, timeout=REGEX_TIMEOUT)
+        except TimeoutError:
+            _log.warning("strip pattern %r timed out after %ss; skipped", pattern, REGEX_TIMEOUT)
     return text
 
 

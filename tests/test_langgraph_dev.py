@@ -78,6 +78,9 @@ def dev_server(tmp_path_factory) -> Iterator[DevServer]:
         "LANGCHAIN_TRACING_V2": "false",
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
         "PYTHONUNBUFFERED": "1",
+        # The operator's run policy: whole client specs, aimed only at local test servers.
+        "MOA_TRUST_RUN_SPECS": "1",
+        "MOA_RUN_BASE_URLS": "http://127.0.0.1:*",
     }
     cmd = [exe, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--config", "langgraph.json"]

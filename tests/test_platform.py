@@ -48,6 +48,13 @@ def proposer_nodes(graph) -> set[str]:
     return {n for n in graph.nodes if n.startswith("layer_") and "/" in n and "aggregate" not in n}
 
 
+@pytest.fixture
+def trusted(monkeypatch, server) -> None:
+    """The operator accepts whole client specs aimed at the test server (the run policy)."""
+    monkeypatch.setenv("MOA_TRUST_RUN_SPECS", "1")
+    monkeypatch.setenv("MOA_RUN_BASE_URLS", server.base_url)
+
+
 def execution(context: Any) -> _ExecutionRuntime:
     return _ExecutionRuntime(
         access_context="threads.create_run", store=InMemoryStore(), context=context
@@ -103,7 +110,7 @@ def test_factories_default_topologies_without_checkpointer():
     assert props["stream_proposers"]["default"] is True  # Studio shows proposers typing
 
 
-def test_factory_builds_the_topology_the_run_context_asks_for(model):
+def test_factory_builds_the_topology_the_run_context_asks_for(model, trusted):
     spec = {"layers": [[model("x"), model("y"), model("z")]], "aggregator": model("agg")}
     for context in ({"spec": spec}, Context(spec=spec)):
         graph = studio.moa(config={}, runtime=execution(context))
@@ -124,26 +131,35 @@ def test_factory_builds_the_topology_the_run_context_asks_for(model):
     assert studio.moa_local(runtime=execution({"spec": spec})) is not graph
 
 
-def test_factory_rejects_paths_and_key_exfiltration(model, monkeypatch):
+def test_factory_rejects_paths_and_key_exfiltration(model, monkeypatch, server):
     monkeypatch.delenv("MOA_TRUST_RUN_SPECS", raising=False)
-    with pytest.raises(SpecError, match="not a path"):
-        studio.moa(runtime=execution({"spec": "/etc/passwd"}))
+    plain = {"layers": [[model("a")]], "aggregator": model("agg")}
+    with pytest.raises(SpecError, match="registered specs"):  # default: presets by name only
+        studio.moa(runtime=execution({"spec": plain}))
+    with pytest.raises(SpecError, match="registered specs"):  # an assistant's stored context
+        studio.moa({"configurable": {"spec": plain}}, None)
     with pytest.raises(SpecError, match="preset"):
         studio.moa(runtime=execution({"preset": "nope"}))
+    monkeypatch.setenv("MOA_TRUST_RUN_SPECS", "1")
+    with pytest.raises(SpecError, match="not a path"):
+        studio.moa(runtime=execution({"spec": "/etc/passwd"}))
     leaky = {"layers": [[model("a", api_key_env="OPENAI_API_KEY")]], "aggregator": model("agg")}
-    with pytest.raises(SpecError, match="OPENAI_API_KEY"):
+    with pytest.raises(SpecError, match="api_key_env") as refused:
         studio.moa(runtime=execution({"spec": leaky}))
+    assert "OPENAI_API_KEY" not in str(refused.value)
     redirected = {
         "layers": [[{"model": "openai:gpt-4o", "params": {"base_url": "http://evil.test"}}]],
         "aggregator": model("agg"),
     }
-    with pytest.raises(SpecError, match="custom endpoint"):
+    with pytest.raises(SpecError, match="endpoint/client"):
         studio.moa(runtime=execution({"spec": redirected}))
-    monkeypatch.setenv("MOA_TRUST_RUN_SPECS", "1")
-    assert "layer_1/a" in studio.moa(runtime=execution({"spec": leaky})).nodes
+    with pytest.raises(SpecError, match=r"layers\[0\]\[0\]\.base_url"):  # not allowlisted
+        studio.moa(runtime=execution({"spec": plain}))
+    monkeypatch.setenv("MOA_RUN_BASE_URLS", server.base_url)
+    assert "layer_1/a" in studio.moa(runtime=execution({"spec": plain})).nodes
 
 
-async def test_factory_graph_runs_with_per_run_context(server, model):
+async def test_factory_graph_runs_with_per_run_context(server, model, trusted):
     """The context both builds the graph (factory) and reaches the nodes (overrides)."""
     context = {"spec": two_layer_spec(model), "temperature": 0.1, "max_tokens": 3}
     graph = studio.moa(runtime=execution(context))
@@ -364,7 +380,7 @@ async def test_moa_graph_in_an_lcel_chain(server, model):
 # --------------------------------------------------------------------------- tracing
 
 
-async def test_node_metadata_and_tracing_stays_off(server, model, monkeypatch):
+async def test_node_metadata_and_tracing_stays_off(server, model, monkeypatch, trusted):
     """Nodes carry MoA metadata; no LangSmith tracer unless the user's environment asks."""
     import langsmith.utils
     from langchain_core.tracers.langchain import LangChainTracer

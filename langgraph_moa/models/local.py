@@ -39,12 +39,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.metadata
 import importlib.util
 import os
 import queue
 import random
+import struct
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -144,13 +147,68 @@ def default_model_path() -> str:
     )
 
 
-def _default_n_threads() -> int:
+def available_cpus() -> int:
+    """CPUs this process may run on (the upper bound of ``n_threads``)."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
+        return os.cpu_count() or 1
+
+
+def _default_n_threads() -> int:
     # A 135M model stops scaling after a few cores; more threads only add contention.
-    return max(1, min(cpus, 8))
+    return max(1, min(available_cpus(), 8))
+
+
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?"}
+_GGUF_SCALARS.update({10: "<Q", 11: "<q", 12: "<d"})
+
+
+@functools.lru_cache(maxsize=8)
+def training_context(path: str) -> int | None:
+    """The context length a GGUF model was trained with (``<arch>.context_length``), read
+    from the file's header without loading the model; None if the header does not say."""
+
+    def read(fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        return struct.unpack(fmt, fh.read(size))[0]
+
+    def string() -> str:
+        return fh.read(read("<Q")).decode("utf-8", "replace")
+
+    def skip(kind: int) -> None:
+        if kind == 8:
+            fh.seek(read("<Q"), 1)
+        elif kind == 9:
+            inner, count = read("<I"), read("<Q")
+            if inner in _GGUF_SCALARS:
+                fh.seek(struct.calcsize(_GGUF_SCALARS[inner]) * count, 1)
+            else:
+                for _ in range(count):
+                    skip(inner)
+        else:
+            fh.seek(struct.calcsize(_GGUF_SCALARS[kind]), 1)
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF" or read("<I") < 2:
+                return None
+            read("<Q")  # tensors
+            arch: str | None = None
+            lengths: dict[str, int] = {}
+            for _ in range(read("<Q")):
+                key, kind = string(), read("<I")
+                if key == "general.architecture" and kind == 8:
+                    arch = string()
+                elif key.endswith(".context_length") and kind in _GGUF_SCALARS:
+                    lengths[key.removesuffix(".context_length")] = int(read(_GGUF_SCALARS[kind]))
+                else:
+                    skip(kind)
+                if arch is not None and arch in lengths:
+                    return lengths[arch]
+    except (OSError, struct.error, KeyError, ValueError, OverflowError):
+        return None
+    return None
 
 
 # ------------------------------------------------------------------- shared instance + worker
@@ -176,9 +234,13 @@ class _Loaded:
     usage: _UsageCounter = field(default_factory=_UsageCounter)
 
 
+MAX_LOADED = 2
+"""Loaded model instances kept (least recently used leaves first): each holds its weights and
+KV cache, so distinct settings (``n_ctx``...) must not pile up in a long-running server."""
+
 _lock = threading.Lock()  # guards model loading / the cache
 _executor_lock = threading.Lock()  # guards worker creation; never held while loading
-_models: dict[tuple[str, int, bool, int], _Loaded] = {}
+_models: OrderedDict[tuple[str, int, bool, int], _Loaded] = OrderedDict()
 _executor: ThreadPoolExecutor | None = None
 _worker_thread_id: int | None = None
 
@@ -320,17 +382,29 @@ def _get_loaded(
     flash_attn: bool = DEFAULT_FLASH_ATTN,
     n_threads: int | None = None,
 ) -> _Loaded:
-    key = (
-        str(model_path or default_model_path()),
-        int(n_ctx),
-        bool(flash_attn),
-        int(n_threads or _default_n_threads()),
-    )
+    path = str(model_path or default_model_path())
+    threads = int(n_threads or _default_n_threads())
+    check_limits(path, int(n_ctx), threads)
+    key = (path, int(n_ctx), bool(flash_attn), threads)
     with _lock:
         loaded = _models.get(key)
         if loaded is None:
             loaded = _models[key] = _load(key)
+            while len(_models) > MAX_LOADED:
+                _models.popitem(last=False)  # freed once no running call holds it
+        else:
+            _models.move_to_end(key)
         return loaded
+
+
+def check_limits(path: str, n_ctx: int, n_threads: int) -> None:
+    """Refuse settings that would exhaust the machine: more threads than CPUs, or a context
+    larger than the model was trained for (llama.cpp allocates its KV cache up front)."""
+    if not 1 <= n_threads <= available_cpus():
+        raise ValueError(f"n_threads={n_threads}: from 1 to {available_cpus()} (the CPU count)")
+    trained = training_context(path)
+    if n_ctx < 1 or (trained is not None and n_ctx > trained):
+        raise ValueError(f"n_ctx={n_ctx}: from 1 to {trained} (the model's training context)")
 
 
 def get_local_llama(

@@ -41,9 +41,37 @@ URL_PARAMS: frozenset[str] = frozenset(
         "default_query",
         "http_client",
         "http_async_client",
+        "azure_deployment",
+        "azure_ad_token_provider",
+        "azure_ad_async_token_provider",
+        "openai_organization",
+        "organization",
+        "client",
+        "async_client",
+        "root_client",
+        "root_async_client",
+        "anthropic_api_url",
+        "groq_api_base",
+        "api_url",
+        "url",
     }
 )
 """Constructor parameters that choose where (or how) a request is sent, for any provider."""
+
+SAMPLING_PARAMS: frozenset[str] = frozenset(
+    {
+        "top_p",
+        "top_k",
+        "min_p",
+        "seed",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "repeat_penalty",
+    }
+)
+"""The only ``params`` a client's run spec may set (the run-spec policy, ``graphs/policy.py``):
+sampling settings, never endpoints, clients, headers or (for ``local:``) loader settings."""
 
 
 def known_providers() -> set[str]:
