@@ -124,6 +124,13 @@ class ModelSpec(BaseModel):
     price: Price | None = Field(
         default=None, description="USD per 1M input/output tokens; fills calls[].cost_usd when set."
     )
+    # -- beyond the paper (issue 15) --
+    reference_max_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Cap on this model's answer once it becomes a reference for the next"
+        " layer (overrides the spec's reference_max_tokens).",
+    )
 
     @field_validator("model")
     @classmethod
@@ -240,6 +247,19 @@ class MoASpec(BaseModel):
         default=False,
         description="Pause before the aggregator for human review (resume with Command).",
     )
+    # -- beyond the paper (issue 15) --
+    max_cost: float | None = Field(
+        default=None,
+        gt=0,
+        description="USD a run may spend: it stops (CostLimitError) before a layer or the"
+        " aggregator whose worst-case cost would exceed it. Needs a price for every model.",
+    )
+    reference_max_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Cap on every answer once it becomes a reference for the next layer"
+        " (marked like a context-window cut); a model's own cap wins.",
+    )
 
     @field_validator("layers")
     @classmethod
@@ -299,6 +319,17 @@ class MoASpec(BaseModel):
                     f"min_successful={self.min_successful} is larger than layer {i + 1}"
                     f" ({len(layer)} proposers)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _known_prices(self) -> MoASpec:
+        """Models at their provider's own endpoint get the price table's price (if known)."""
+        from langgraph_moa.prices import known_price
+
+        for model in self.models():
+            known = known_price(model.model) if model.base_url is None else None
+            if model.price is None and known is not None:
+                model.price = Price(input=known[0], output=known[1])
         return self
 
     def models(self) -> list[ModelSpec]:
@@ -365,13 +396,26 @@ def parse_spec(data: dict[str, Any] | MoASpec, source: str = "spec") -> MoASpec:
         raise _format_validation_error(exc, source) from None
 
 
+MAX_SPEC_BYTES = 1 << 20
+"""A spec file is a few KB; reading stops past 1 MiB (``--spec /dev/zero`` must not hang)."""
+
+
 def load_spec(path: str | os.PathLike[str]) -> MoASpec:
-    """Load a spec from a YAML or JSON file."""
+    """Load a spec from a YAML or JSON file (UTF-8, at most ``MAX_SPEC_BYTES``)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise SpecError(f"cannot read spec file {str(p)!r}: {exc.strerror}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"spec file {str(p)!r} is larger than {MAX_SPEC_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"spec file {str(p)!r} is not UTF-8 text (byte {exc.start}): is it a spec?"
+        ) from None
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

@@ -11,8 +11,9 @@ import operator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from langchain_core.messages import AnyMessage
-from langgraph.graph.message import add_messages
+from langchain_core.messages import AnyMessage, BaseMessage, convert_to_messages
+from langgraph.graph.message import Messages, add_messages
+from pydantic import ValidationError
 from typing_extensions import NotRequired, TypedDict
 
 from langgraph_moa.errors import InvalidInputError
@@ -57,16 +58,40 @@ def merge_answers(left: dict[str, str], right: dict[str, str]) -> dict[str, str]
     return {**left, **right}
 
 
+def add_conversation(left: Messages, right: Messages) -> Messages:
+    """``add_messages``, with a clear ``InvalidInputError`` naming ``messages[i]`` for input it
+    cannot convert (a tool message without ``tool_call_id``, an unknown role, a non-message)
+    instead of the raw ``KeyError`` / ``ValueError`` from deep inside the conversion."""
+    items = right if isinstance(right, list) else [right]
+    for i, item in enumerate(items):
+        if isinstance(item, BaseMessage):
+            continue
+        try:
+            convert_to_messages([item])
+        except Exception as exc:  # KeyError, ValueError, NotImplementedError, TypeError ...
+            from langgraph_moa.errors import InvalidInputError
+
+            if isinstance(exc, KeyError):
+                detail = f": missing {exc}"
+            elif isinstance(exc, ValidationError):  # pydantic: name the field that is wrong
+                first = exc.errors()[0]
+                detail = f".{'.'.join(map(str, first['loc']))}: {first['msg']}"
+            else:
+                detail = f": {str(exc).splitlines()[0]}"
+            raise InvalidInputError(f"messages[{i}]{detail[:200]}") from None
+    return add_messages(left, right)
+
+
 class InputState(TypedDict):
     """What a caller passes: the conversation (Studio's chat view writes this)."""
 
-    messages: Annotated[list[AnyMessage], add_messages]
+    messages: Annotated[list[AnyMessage], add_conversation]
 
 
 class OutputState(TypedDict):
     """What a run returns: the answer, what the aggregator saw, and what every call cost."""
 
-    messages: Annotated[list[AnyMessage], add_messages]
+    messages: Annotated[list[AnyMessage], add_conversation]
     answer: str
     references: list[str]
     answers: Annotated[dict[str, str], merge_answers]
@@ -77,6 +102,10 @@ class OutputState(TypedDict):
 
 class MoAState(OutputState):
     """Full graph state. ``references`` is the previous layer's answers in spec order."""
+
+    run_params: NotRequired[dict[str, Any]]
+    """The run's overrides of model settings (``Context.temperature``/``max_tokens``), written
+    by ``layer_1``: part of every cache key, so a changed override never reuses an answer."""
 
 
 @dataclass(kw_only=True)
@@ -97,6 +126,13 @@ class Context:
             "description": "Stream every proposer's tokens in stream_mode='messages' (the"
             " aggregator's always stream there). Off by default: a caller watching the answer"
             " does not pay for proposer tokens; the LangGraph server's graphs turn it on."
+        },
+    )
+    max_cost: float | None = field(
+        default=None,
+        metadata={
+            "description": "USD this run may spend (overrides the spec's max_cost): it stops"
+            " before a step whose worst-case cost would exceed it."
         },
     )
     preset: str | None = field(

@@ -63,6 +63,7 @@ _EXPORTS = {
     "langgraph_moa.prompts": ["AGGREGATE_PROMPT", "inject_references"],
     "langgraph_moa.errors": [
         "ContextOverflowError",
+        "CostLimitError",
         "EmptyResponseError",
         "InvalidInputError",
         "LayerFailedError",

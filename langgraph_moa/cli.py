@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.names import ANSWER_NODES
+from langgraph_moa.redact import scrub
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +44,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--db", default=None, help="SQLite file for --thread (default: user data dir)")
     run.add_argument("--temperature", type=float, help="override every model's temperature")
     run.add_argument("--max-tokens", type=int, help="override every model's max_tokens")
+    # -- beyond the paper (issue 15) --
+    run.add_argument("--max-cost", type=float, help="USD this run may spend (stops before more)")
+    run.add_argument(
+        "--cache", action="store_true", help="reuse answers across runs (persistent SQLite cache)"
+    )
+    cache = sub.add_parser("cache", help="the persistent answer cache: clear it or show where")
+    cache.add_argument("action", choices=["clear", "path"], help="clear: delete every answer")
+    est = sub.add_parser("estimate", help="worst-case calls, tokens and cost of a spec")
+    est.add_argument("question", nargs="*", help="the question (default: a 200-token one)")
+    _spec_args(est)
+    est.add_argument("--max-tokens", type=int, help="override every model's max_tokens")
+    est.add_argument("--json", action="store_true", help="print the estimate as JSON")
     sub.add_parser("presets", help="list the built-in presets")
     graph = sub.add_parser("graph", help="print the graph as a Mermaid diagram")
     _spec_args(graph)
@@ -128,12 +141,14 @@ def totals(calls: list[dict[str, Any]]) -> dict[str, Any]:
     """Run totals derived from the per-call records (never stored twice)."""
     return {
         "calls": len(calls),
+        "cached": sum(bool(c.get("cached")) for c in calls),
         "failed": sum(c["status"] in ("failed", "timeout") for c in calls),
         "cut": sum(c["status"] == "cut" for c in calls),
         "input_tokens": sum(c["input_tokens"] for c in calls),
         "output_tokens": sum(c["output_tokens"] for c in calls),
         # None unless every call had a price: a partial sum would understate the cost.
-        "cost_usd": sum(c["cost_usd"] or 0.0 for c in calls)
+        # A cached answer cost nothing this time.
+        "cost_usd": sum(c["cost_usd"] or 0.0 for c in calls if not c.get("cached"))
         if calls and all(c.get("cost_usd") is not None for c in calls)
         else None,
     }
@@ -156,6 +171,8 @@ async def _run(args: argparse.Namespace) -> int:
     from langgraph_moa.models.factory import aclose_clients
 
     spec = _spec(args)
+    if args.cache:
+        spec = spec.model_copy(update={"cache": True})
     question = " ".join(args.question).strip()
     if not question and not args.thread:
         raise MoAError('ask a question, e.g. moa "What is Mixture-of-Agents?"')
@@ -172,7 +189,11 @@ async def _run(args: argparse.Namespace) -> int:
                 AsyncSqliteSaver.from_conn_string(str(path))
             )
             config = {"configurable": {"thread_id": args.thread}}
-        graph = build_graph(spec).compile(checkpointer=checkpointer, name=spec.name)
+        from langgraph_moa.cache import graph_cache
+
+        cache = graph_cache(spec)  # `cache: true` or --cache: answers survive between runs
+        graph = build_graph(spec).compile(checkpointer=checkpointer, cache=cache, name=spec.name)
+        cached: set[str] = set()  # nodes whose answer came from the cache
         if question:
             payload: Any = {"messages": [("user", question)]}
         else:
@@ -183,7 +204,9 @@ async def _run(args: argparse.Namespace) -> int:
             paused = any(task.interrupts for task in state.tasks)
             payload = Command(resume=True) if paused else None
             print(f"resuming thread {args.thread} at {', '.join(state.next)}", file=sys.stderr)
-        context = Context(temperature=args.temperature, max_tokens=args.max_tokens)
+        context = Context(
+            temperature=args.temperature, max_tokens=args.max_tokens, max_cost=args.max_cost
+        )
         progress = Progress(not args.quiet and not args.json)
         final: dict[str, Any] = {}
         streamed: str | None = None  # id of the answer message being printed
@@ -193,6 +216,7 @@ async def _run(args: argparse.Namespace) -> int:
         modes: list[StreamMode] = ["values"]
         modes += ["custom"] if progress.enabled else []
         modes += ["messages"] if stream_answer else []
+        modes += ["updates"] if cache is not None else []  # says which answers were cached
         try:
             async for part in graph.astream(payload, config, context=context, stream_mode=modes):
                 mode, chunk = cast("tuple[str, Any]", part)  # (mode, chunk) for a list of modes
@@ -210,12 +234,17 @@ async def _run(args: argparse.Namespace) -> int:
                         print(token.text, end="", flush=True)
                 elif mode == "values":
                     final = chunk
+                elif mode == "updates" and (chunk.get("__metadata__") or {}).get("cached"):
+                    cached.update(k for k in chunk if k != "__metadata__")
         finally:
             await aclose_clients()
     if "__interrupt__" in final or not final.get("answer"):
         if args.thread:
             raise MoAError(f"the run paused; resume it with: moa run --thread {args.thread}")
         raise MoAError("the run ended without an answer")
+    for call in final.get("calls", []):
+        if call["node"] in cached:
+            call["cached"] = True
     _print_result(final, args, streamed is not None)
     return 0
 
@@ -240,7 +269,9 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
     if not args.quiet:
         t = totals(calls)
         print(
-            f"[{t['calls']} calls, {t['failed']} failed, {t['cut']} cut,"
+            f"[{t['calls']} calls"
+            + (f" ({t['cached']} from the cache)" if t["cached"] else "")
+            + f", {t['failed']} failed, {t['cut']} cut,"
             f" {t['input_tokens']} in / {t['output_tokens']} out tokens]",
             file=sys.stderr,
         )
@@ -250,7 +281,8 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in {"run", "presets", "graph", "eval", "ui", "-h", "--help"}:
+    commands = {"run", "presets", "graph", "eval", "ui", "estimate", "cache", "-h", "--help"}
+    if argv and argv[0] not in commands:
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
     try:
@@ -262,6 +294,21 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "graph":
             print(mermaid(_spec(args)))
+            return 0
+        if args.command == "cache":
+            from langgraph_moa.cache import cache_path, clear_cache
+
+            if args.action == "clear":
+                print(f"removed {clear_cache()} cached answers from {cache_path()}")
+            else:
+                print(cache_path())
+            return 0
+        if args.command == "estimate":
+            from langgraph_moa.costs import estimate, format_estimate
+
+            question = " ".join(args.question).strip() or None
+            result = estimate(_spec(args), question, max_tokens=args.max_tokens)
+            print(json.dumps(result.as_dict(), indent=2) if args.json else format_estimate(result))
             return 0
         if args.command == "eval":
             from langgraph_moa.eval.cli import main as eval_main
@@ -279,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except MoAError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {scrub(str(exc))}", file=sys.stderr)
         if exc.partial and exc.partial.get("answers"):
             if getattr(args, "json", False):  # nothing computed is lost: hand it over
                 calls = exc.partial.get("calls") or []
@@ -293,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         return 2
     except Exception as exc:  # one line, no traceback: the CLI's promise
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {scrub(str(exc))}", file=sys.stderr)
         return 1
 
 

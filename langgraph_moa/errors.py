@@ -74,3 +74,22 @@ class LayerFailedError(MoAError):
         super().__init__(
             f"layer {layer} failed: {got} of the {needed} required answers arrived ({detail})"
         )
+
+
+class CostLimitError(MoAError):
+    """The run stopped before a step whose worst-case cost would pass ``max_cost``.
+
+    ``spent`` is what the finished calls cost (USD), ``next_cost`` the worst-case cost of the
+    step that was not started, ``step`` its name (``layer_2``, ``aggregator``...); ``partial``
+    holds every answer computed so far.
+    """
+
+    def __init__(self, limit: float, spent: float, next_cost: float, step: str):
+        self.limit = limit
+        self.spent = spent
+        self.next_cost = next_cost
+        self.step = step
+        super().__init__(
+            f"max_cost ${limit:.6f} reached: spent ${spent:.6f}; {step} could cost up to"
+            f" ${next_cost:.6f} more, so it was not started"
+        )

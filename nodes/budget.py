@@ -13,6 +13,7 @@ import math
 import re
 
 from langchain_core.messages import AnyMessage
+from langchain_core.messages.utils import count_tokens_approximately
 
 CHARS_PER_TOKEN = 3
 MESSAGE_OVERHEAD = 4
@@ -24,7 +25,12 @@ def estimate_tokens(text: str) -> int:
 
 
 def messages_tokens(messages: list[AnyMessage]) -> int:
-    return sum(estimate_tokens(m.text) + MESSAGE_OVERHEAD for m in messages)
+    """LangChain's approximate counter (content, role, tool calls, a fixed cost per image)
+    with our safe-side ratio: ``CHARS_PER_TOKEN`` characters a token, ``MESSAGE_OVERHEAD``
+    tokens a message."""
+    return count_tokens_approximately(
+        messages, chars_per_token=CHARS_PER_TOKEN, extra_tokens_per_message=MESSAGE_OVERHEAD
+    )
 
 
 def fit_references(references: list[str], available: int) -> tuple[list[str], int]:

@@ -21,6 +21,7 @@ from langgraph.types import RetryPolicy
 from langgraph_moa.errors import MoAError, ModelCallError
 from langgraph_moa.graphs.spec import ModelSpec
 from langgraph_moa.nodes.deadline import StragglerCut
+from langgraph_moa.redact import scrub
 
 NEVER_RETRIED = frozenset({400, 401, 403, 404, 405, 413, 415, 422})
 """Client errors that a second identical request cannot fix (bad key, no access, no model)."""
@@ -156,7 +157,12 @@ def _os_error(exc: BaseException) -> OSError | None:
 
 
 def describe(exc: BaseException) -> str:
-    """A one-line reason for a failure, the same for every provider."""
+    """A one-line, secret-free reason for a failure, the same for every provider (error text
+    is quoted from the provider, and some providers quote the request's key back)."""
+    return scrub(_describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
     if isinstance(exc, StragglerCut):
         return "cut by the layer deadline"
     if isinstance(exc, ModelCallError):

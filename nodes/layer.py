@@ -16,10 +16,12 @@ from langchain_core.messages import AnyMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, interrupt
 
-from langgraph_moa.errors import InvalidInputError, LayerFailedError
+from langgraph_moa import costs
+from langgraph_moa.errors import CostLimitError, InvalidInputError, LayerFailedError
 from langgraph_moa.graphs import names
 from langgraph_moa.graphs.spec import DEFAULT_STRIP_PATTERNS, MoASpec
 from langgraph_moa.graphs.state import Context, MoAState
+from langgraph_moa.nodes.caps import cap_reference
 
 _log = logging.getLogger(__name__)
 _ROLES = {"human", "ai", "system", "tool"}
@@ -104,15 +106,18 @@ def layer_entry(
             }
         )
         if layer > 1:
+            _guard_cost(costs.guard_layer(state, spec, layer, runtime.context), state)
             return {}
         validate_messages(state.get("messages") or [])
         spec.check_keys()
+        _guard_cost(costs.guard_layer(state, spec, layer, runtime.context), None)
         return {
             "answers": Overwrite({}),
             "calls": Overwrite([]),
             "references": [],
             "answer": "",
             "fallback_reason": "",
+            "run_params": run_params(runtime.context),
         }
 
     return enter
@@ -128,23 +133,32 @@ def layer_reducer(
     """
     models = spec.layers[layer - 1]
     nodes = [names.proposer(layer, str(m.name)) for m in models]
+    caps = [costs.reference_cap(m, spec) for m in models]
     can_fall_back = spec.aggregator.fallback is not None
+    last = layer == len(spec.layers)
 
     async def reduce(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
         answers = state.get("answers") or {}
         references = []
-        for node in nodes:
+        capped = 0
+        for node, cap in zip(nodes, caps, strict=True):
             if node in answers:
-                references.append(strip_reasoning(answers[node], spec).strip())
+                reference, cut = cap_reference(strip_reasoning(answers[node], spec).strip(), cap)
+                references.append(reference)
+                capped += cut
         runtime.stream_writer(
             {
                 "event": "layer_finished",
                 "layer": layer,
                 "answers": len(references),
                 "of": len(nodes),
+                **({"capped": capped} if capped else {}),
             }
         )
         if len(references) >= spec.min_successful:
+            if last:  # the aggregator is next: does its worst case still fit max_cost?
+                over = costs.guard_final(state, spec, runtime.context, references, False)
+                _guard_cost(over, state)
             return {"references": references}
         failures = {
             c["model"]: c["error"] or c["status"]
@@ -155,9 +169,25 @@ def layer_reducer(
         if not can_fall_back:
             error.partial = computed(state)
             raise error
+        _guard_cost(costs.guard_final(state, spec, runtime.context, references, True), state)
         return {"references": references, "fallback_reason": str(error)}
 
     return reduce
+
+
+def run_params(context: Context | None) -> dict[str, Any]:
+    """The context's overrides of model settings, for the cache key (issue 15)."""
+    if context is None:
+        return {}
+    overrides = {"temperature": context.temperature, "max_tokens": context.max_tokens}
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
+def _guard_cost(error: CostLimitError | None, state: MoAState | None) -> None:
+    """Raise max_cost's error (issue 15) with what the run computed so far."""
+    if error is not None:
+        error.partial = computed(state) if state is not None else None
+        raise error
 
 
 def route_after_layer(next_node: str) -> Callable[[MoAState], str]:

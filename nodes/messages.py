@@ -47,11 +47,14 @@ def prepare_messages(
 
 def cache_key(model: ModelSpec, spec: MoASpec, seat: Seat) -> Callable[[MoAState], str]:
     """CachePolicy key: what decides the answer (the model and the exact prompt it would get),
-    not the rest of the state (per-call records, other layers)."""
+    and the run's overrides of the model's settings (``state["run_params"]``, written by
+    ``layer_1``: a key function sees only the node's input, never the run's context); not the
+    rest of the state (per-call records, other layers)."""
 
     def key(state: MoAState) -> str:
         messages, _ = prepare_messages(state, model, spec, seat)
         prompt = [(m.type, m.text) for m in messages]
-        return json.dumps([model.model_dump(mode="json", exclude={"fallback"}), prompt])
+        settings = model.model_dump(mode="json", exclude={"fallback"})
+        return json.dumps([settings, prompt, state.get("run_params") or {}])
 
     return key

@@ -28,6 +28,7 @@ from langgraph_moa.nodes.deadline import LayerClock, StragglerCut, layer_clock
 from langgraph_moa.nodes.failures import describe, retry_after, should_retry
 from langgraph_moa.nodes.layer import computed
 from langgraph_moa.nodes.seat import Seat, emit
+from langgraph_moa.redact import scrub_exception
 
 
 def _clock(spec: MoASpec, seat: Seat, runtime: Runtime[Context]) -> LayerClock | None:
@@ -85,7 +86,9 @@ def model_node(
         except StragglerCut:
             raise cut() from None
         except Exception as exc:
-            _with_attempts(exc, attempt)
+            # Scrubbed before anyone sees it: LangGraph keeps the exception for the retry
+            # decision, the error handler, checkpoint writes and the caller's traceback.
+            _with_attempts(scrub_exception(exc), attempt)
             retry = should_retry(exc) and attempt < model.retry.max_attempts
             emit(
                 runtime,

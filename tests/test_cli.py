@@ -64,6 +64,8 @@ def test_graph_prints_mermaid_without_internal_nodes():
     [
         (["--preset", "nope", "Q"], "error: unknown preset 'nope'"),
         (["--spec", "/nonexistent.yaml", "Q"], "error: cannot read spec file"),
+        (["--spec", "/dev/zero", "Q"], "error: spec file '/dev/zero' is larger than 1024 KiB"),
+        (["--spec", "/bin/sh", "Q"], "error: spec file '/bin/sh' is not UTF-8 text"),
         (["--preset", "moa", "Q"], "error: missing API key environment variable(s):"),
         (["run"], "error: ask a question"),
     ],

@@ -59,17 +59,30 @@ async def test_missing_messages_key(server, spec):
     assert server.log() == []
 
 
-async def test_unknown_role_is_rejected_by_add_messages(server, spec):
-    """LangGraph's ``add_messages`` coerces dicts and rejects unknown roles itself."""
-    with pytest.raises(ValueError, match="Unexpected message type: 'bogus'"):
-        await create_moa(spec).ainvoke({"messages": [{"role": "bogus", "content": "hi"}]})
+@pytest.mark.parametrize(
+    ("messages", "match"),
+    [
+        ([{"role": "bogus", "content": "hi"}], r"messages\[0\]: Unexpected message type: 'bogus'"),
+        (
+            [{"role": "user", "content": "hi"}, {"role": "tool", "content": "42"}],
+            r"messages\[1\]: missing 'tool_call_id'",
+        ),
+        ([42], r"messages\[0\]: Unsupported message type"),
+    ],
+    ids=["unknown-role", "tool-without-id", "not-a-message"],
+)
+async def test_unconvertible_messages_name_their_index(server, spec, messages, match):
+    """What ``add_messages`` cannot convert is an ``InvalidInputError`` naming messages[i],
+    not a raw KeyError from inside the conversion, and no model is called."""
+    with pytest.raises(InvalidInputError, match=match):
+        await create_moa(spec).ainvoke({"messages": messages})
     assert server.log() == []
 
 
 @pytest.mark.parametrize("content", [42, {"text": "hi"}], ids=["int", "dict"])
 async def test_non_text_content_is_rejected(server, spec, content):
-    # Raised by the message model while add_messages coerces the input (a ValueError).
-    with pytest.raises(ValueError, match="content"):
+    # Raised by the message model while add_messages coerces the input, named by field.
+    with pytest.raises(InvalidInputError, match=r"messages\[0\]\.content"):
         await create_moa(spec).ainvoke({"messages": [{"role": "user", "content": content}]})
     assert server.log() == []
 
@@ -150,7 +163,10 @@ def _text(obj) -> str:
     return repr(obj) + json.dumps(obj, default=repr)
 
 
-async def test_api_key_never_leaks(server, model, monkeypatch, tmp_path):
+@pytest.mark.parametrize("echo", [False, True], ids=["plain", "upstream-echoes-the-key"])
+async def test_api_key_never_leaks(server, model, monkeypatch, tmp_path, echo):
+    """Not in results, events, errors, tracebacks or checkpoint bytes: not even when a failing
+    upstream quotes the Authorization header back in its error body."""
     monkeypatch.setenv("MOA_TEST_SECRET_KEY", SECRET)
     keyed = {"api_key_env": "MOA_TEST_SECRET_KEY"}
     spec = {
@@ -172,17 +188,18 @@ async def test_api_key_never_leaks(server, model, monkeypatch, tmp_path):
         seen += [_text(s) async for s in graph.aget_state_history(config)]
 
         # Failing runs: the aggregator, then a whole layer.
-        server.set_behavior("agg", Behavior(always_status=500))
+        server.set_behavior("agg", Behavior(always_status=500, echo_auth=echo))
         bad = {"configurable": {"thread_id": "agg-fails"}}
         with pytest.raises(ModelCallError) as agg_err:
             await graph.ainvoke({"messages": [("user", "again")]}, bad)
-        server.set_behavior("a", Behavior(always_status=401))
-        server.set_behavior("b", Behavior(always_status=401))
+        server.set_behavior("a", Behavior(always_status=401, echo_auth=echo))
+        server.set_behavior("b", Behavior(always_status=401, echo_auth=echo))
         worse = {"configurable": {"thread_id": "layer-fails"}}
         with pytest.raises(LayerFailedError) as layer_err:
             await graph.ainvoke({"messages": [("user", "once more")]}, worse)
         for exc in (agg_err.value, layer_err.value):
             seen.append("".join(traceback.format_exception(exc)))
+            seen.append(_text(exc.partial))
         seen.append(_text((await graph.aget_state(bad)).values))
         seen.append(_text((await graph.aget_state(worse)).values))
 

@@ -99,7 +99,14 @@ def test_factories_default_topologies_without_checkpointer():
     }
     # What Studio's assistant panel shows: the Context fields.
     props = local.get_context_jsonschema()["properties"]
-    assert set(props) == {"temperature", "max_tokens", "preset", "spec", "stream_proposers"}
+    assert set(props) == {
+        "temperature",
+        "max_tokens",
+        "max_cost",
+        "preset",
+        "spec",
+        "stream_proposers",
+    }
     assert props["stream_proposers"]["default"] is True  # Studio shows proposers typing
 
 

@@ -92,6 +92,7 @@ def _dump(spec: Any) -> dict[str, Any]:
 
 
 async def _mt_bench(args: argparse.Namespace) -> Path:
+    from langgraph_moa.cache import graph_cache  # `cache: true` persists (issue 15)
     from langgraph_moa.eval.judge import Judge, judge_spec
     from langgraph_moa.eval.mt_bench import run_question
     from langgraph_moa.graphs.builder import create_moa
@@ -115,7 +116,7 @@ async def _mt_bench(args: argparse.Namespace) -> Path:
     store = _store(
         args, "mt-bench", spec, jspec, data_id=data_id, settings=args.category_temperature
     )
-    graph, judge = create_moa(spec), Judge(jspec)
+    graph, judge = create_moa(spec, cache=graph_cache(spec)), Judge(jspec)
 
     async def work(q: dict[str, Any]) -> dict[str, Any]:
         previous = store.records.get(str(q["question_id"]))
@@ -128,6 +129,7 @@ async def _mt_bench(args: argparse.Namespace) -> Path:
 
 
 async def _pairwise(args: argparse.Namespace) -> Path:
+    from langgraph_moa.cache import graph_cache  # `cache: true` persists (issue 15)
     from langgraph_moa.eval.answer import moa_answer
     from langgraph_moa.eval.judge import Judge, judge_spec
     from langgraph_moa.eval.pairwise import run_prompt
@@ -138,7 +140,7 @@ async def _pairwise(args: argparse.Namespace) -> Path:
     prompts = every_prompt[: args.limit]
     jspec = judge_spec(args.judge, base_url=args.judge_base_url, max_tokens=args.judge_max_tokens)
     spec.check_keys()
-    graph = create_moa(spec)
+    graph = create_moa(spec, cache=graph_cache(spec))
 
     async def mine(text: str) -> dict[str, Any]:
         return await moa_answer(graph, [("user", text)])
@@ -159,7 +161,7 @@ async def _pairwise(args: argparse.Namespace) -> Path:
         bspec = _spec(args, args.baseline)
         bspec.check_keys()
         baseline_id, baseline_name = _answers_depend_on(_dump(bspec)), bspec.name
-        bgraph = create_moa(bspec)
+        bgraph = create_moa(bspec, cache=graph_cache(bspec))
 
         async def base(text: str) -> dict[str, Any]:
             return await moa_answer(bgraph, [("user", text)])
@@ -185,6 +187,7 @@ async def _pairwise(args: argparse.Namespace) -> Path:
 
 
 async def _gsm8k(args: argparse.Namespace) -> Path:
+    from langgraph_moa.cache import graph_cache  # `cache: true` persists (issue 15)
     from langgraph_moa.eval.gsm8k import run_problem
     from langgraph_moa.graphs.builder import create_moa
 
@@ -193,7 +196,7 @@ async def _gsm8k(args: argparse.Namespace) -> Path:
     rows = every_row[: args.limit]
     spec.check_keys()
     store = _store(args, "gsm8k", spec, None, data_id=every_row)
-    graph = create_moa(spec)
+    graph = create_moa(spec, cache=graph_cache(spec))
 
     async def work(row: dict[str, Any]) -> dict[str, Any]:
         return await run_problem(graph, row)

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models.chat_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -297,7 +297,7 @@ def _instrument(llama: Llama, usage: _UsageCounter) -> None:
         finally:
             inner.close()
 
-    llama.generate = generate  # type: ignore[method-assign]
+    setattr(llama, "generate", generate)  # noqa: B010 (wraps the instance's own method)
 
 
 def _use_extra_buffer_types() -> bool:
@@ -494,10 +494,16 @@ def _run_chat(
     loaded.usage.prompt_tokens = loaded.usage.completion_tokens = 0
     parts: list[str] = []
     finish_reason: str | None = None
-    stream = llama.create_chat_completion(messages=messages, stream=True, **params)
+    # llama-cpp-python's types for the streamed chunks are looser than what it returns
+    # (plain dicts in the OpenAI shape): read them as such.
+    stream: Any = llama.create_chat_completion(
+        messages=messages,  # type: ignore[arg-type]
+        stream=True,
+        **params,
+    )
     try:
-        for chunk in stream:  # type: ignore[union-attr]
-            choice = chunk["choices"][0]
+        for chunk in stream:
+            choice: dict[str, Any] = chunk["choices"][0]
             text = choice["delta"].get("content") or ""
             if text:
                 parts.append(text)
@@ -515,7 +521,7 @@ def _run_chat(
     prompt, completion = loaded.usage.prompt_tokens, loaded.usage.completion_tokens
     return _Result(
         text="".join(parts),
-        usage=UsageMetadata(
+        usage=UsageMetadata(  # type: ignore[typeddict-item]
             input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion
         ),
         finish_reason=finish_reason,

@@ -61,25 +61,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import fnmatch
 import itertools
 import json
-import os
-import re
 import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from langgraph_moa.testing.behavior import (
+    _PIECE_RE,
+    HOST,
+    Behavior,
+    _error_body,
+    _fit_tokens,
+    _fmt_seconds,
+    _last_user_text,
+    estimate_tokens,
+)
+from langgraph_moa.testing.process import ControlClient, ServerProcess
 
 __all__ = [
     "Behavior",
@@ -90,155 +95,8 @@ __all__ = [
     "main",
 ]
 
-HOST = "127.0.0.1"
 _WILDCARD_CHARS = frozenset("*?[")
-_PIECE_RE = re.compile(r"\s*\S+|\s+$")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-# --------------------------------------------------------------------------- behaviour
-
-
-@dataclass
-class Behavior:
-    """How the server answers requests for one model (all fields optional).
-
-    Precedence per request: ``hang``/``hang_first`` > ``always_status`` > ``fail_first``
-    > ``context_window`` > ``malformed`` > ``drop_mid_stream_first`` (streaming only)
-    > ``empty`` > normal answer. ``latency`` applies to answers with status 200 (for
-    streaming: time to the first chunk); injected error responses wait ``error_latency``.
-    """
-
-    latency: float = 0.0
-    """Seconds before answering (streaming: before the first chunk)."""
-    latency_by_call: list[float] | None = None
-    """Per-call latency override: call k (1-based) uses ``latency_by_call[k-1]`` if present."""
-    token_delay: float = 0.0
-    """Seconds between tokens: streamed chunks are this far apart, and a non-streaming answer
-    arrives when its last token would have (a real server generates the same tokens either
-    way, so streaming and non-streaming calls take equally long)."""
-    tokens: int | None = None
-    """Pad/truncate the answer to exactly this many whitespace-separated tokens."""
-    content: str | None = None
-    """Fixed answer text (instead of ``"{model} says: {last user text}"``)."""
-    respect_max_tokens: bool = True
-    """Truncate to the request's max_tokens and report ``finish_reason="length"``."""
-    fail_first: int = 0
-    """The first N requests for this model answer ``fail_status``."""
-    fail_status: int = 500
-    always_status: int | None = None
-    """Every request answers this HTTP status with an OpenAI-style error body."""
-    retry_after: float | None = None
-    """Seconds for ``Retry-After`` / ``retry-after-ms`` headers on injected error responses."""
-    error_latency: float = 0.0
-    """Seconds before an injected error response."""
-    hang: bool = False
-    """Never answer (until the client disconnects or the server stops)."""
-    hang_first: int = 0
-    """The first N requests for this model hang, later ones are answered normally."""
-    malformed: bool = False
-    """200 with a body that is not valid JSON (streaming: an invalid ``data:`` event)."""
-    empty: bool = False
-    """200 with valid JSON but ``content == ""``."""
-    context_window: int | None = None
-    """Answer 400 ``context_length_exceeded`` if prompt tokens + max_tokens exceed this."""
-    drop_mid_stream_first: int = 0
-    """The first N *streaming* requests send a few chunks then close the connection."""
-    drop_after_chunks: int = 2
-    """How many content chunks are sent before a mid-stream drop."""
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | Behavior | None) -> Behavior:
-        """Build from a dict (unknown keys raise ``ValueError``); passes Behaviors through."""
-        if data is None:
-            return cls()
-        if isinstance(data, Behavior):
-            return data
-        unknown = set(data) - _BEHAVIOR_FIELDS
-        if unknown:
-            raise ValueError(f"unknown Behavior field(s): {sorted(unknown)}")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> Behavior:
-        return dataclasses.replace(self, **changes)
-
-
-_BEHAVIOR_FIELDS = frozenset(f.name for f in dataclasses.fields(Behavior))
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _text_of(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-        return " ".join(parts)
-    return str(content)
-
-
-def estimate_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
-    """Whitespace-split word count over the text content of all messages."""
-    return sum(len(_text_of(m.get("content")).split()) for m in messages if isinstance(m, dict))
-
-
-def _last_user_text(messages: list[Any]) -> str:
-    for m in reversed(messages):
-        if isinstance(m, dict) and m.get("role") == "user":
-            return _text_of(m.get("content"))
-    return ""
-
-
-def _fit_tokens(text: str, n: int) -> str:
-    words = text.split()
-    if len(words) < n:
-        words.extend(f"w{i}" for i in range(len(words) + 1, n + 1))
-    return " ".join(words[:n])
-
-
-def _error_body(status: int) -> dict[str, Any]:
-    if status == 429:
-        message, etype, code = (
-            "Rate limit reached for requests (injected by test server).",
-            "requests",
-            "rate_limit_exceeded",
-        )
-    elif status == 401:
-        message, etype, code = (
-            "Incorrect API key provided.",
-            "invalid_request_error",
-            ("invalid_api_key"),
-        )
-    elif status == 404:
-        message, etype, code = (
-            "The model does not exist.",
-            "invalid_request_error",
-            ("model_not_found"),
-        )
-    elif status >= 500:
-        message, etype, code = (
-            "The server had an error while processing your request. Sorry about that!",
-            "server_error",
-            None,
-        )
-    else:
-        message, etype, code = f"Injected error {status}.", "invalid_request_error", None
-    return {"error": {"message": message, "type": etype, "param": None, "code": code}}
-
-
-def _fmt_seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 # --------------------------------------------------------------------------- server
@@ -434,6 +292,7 @@ class OpenAIServer:
         """Start serving in a daemon thread with its own event loop; returns self."""
         if self._thread is not None:
             raise RuntimeError("server already started")
+        loop: asyncio.AbstractEventLoop
         if self._use_uvloop:
             try:
                 import uvloop
@@ -610,7 +469,9 @@ class OpenAIServer:
         if status is None and n <= beh.fail_first:
             status = beh.fail_status
         if status is not None:
-            return await self._injected_error(rec, beh, status)
+            return await self._injected_error(
+                rec, beh, status, request.headers.get("Authorization", "")
+            )
         if beh.context_window is not None:
             requested = prompt_tokens + (max_tokens if isinstance(max_tokens, int) else 0)
             if requested > beh.context_window:
@@ -708,7 +569,7 @@ class OpenAIServer:
         return self._json(400, body)
 
     async def _injected_error(
-        self, rec: dict[str, Any], beh: Behavior, status: int
+        self, rec: dict[str, Any], beh: Behavior, status: int, auth: str = ""
     ) -> web.Response:
         if beh.error_latency > 0:
             await asyncio.sleep(beh.error_latency)
@@ -719,7 +580,10 @@ class OpenAIServer:
         rec["status"] = status
         rec["outcome"] = str(status)
         rec["first_byte"] = time.time()
-        return self._json(status, _error_body(status), headers)
+        body = _error_body(status)
+        if beh.echo_auth:
+            body["error"]["message"] += f" (you sent Authorization: {auth})"
+        return self._json(status, body, headers)
 
     async def _context_error(
         self, rec: dict[str, Any], beh: Behavior, prompt_tokens: int, max_tokens: Any
@@ -840,141 +704,6 @@ class OpenAIServer:
             )
         rec["outcome"] = "empty" if beh.empty else "ok"
         return resp
-
-
-# --------------------------------------------------------------------------- other process
-
-
-class ControlClient:
-    """Drive a server running in another process through its ``/_control`` API (stdlib)."""
-
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
-        root = base_url.rstrip("/")
-        self.url = root[:-3] if root.endswith("/v1") else root
-        self.timeout = timeout
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            return json.loads(resp.read())
-
-    def set_behaviors(
-        self,
-        models: Mapping[str, Behavior | Mapping[str, Any]] | None = None,
-        default: Behavior | Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Replace all behaviours (``default=None`` -> ``Behavior()``)."""
-        payload = {
-            "default": Behavior.from_dict(default).to_dict(),
-            "models": {k: Behavior.from_dict(v).to_dict() for k, v in (models or {}).items()},
-        }
-        return self._call("POST", "/_control/behaviors", payload)
-
-    def behaviors(self) -> dict[str, Any]:
-        return self._call("GET", "/_control/behaviors")
-
-    def log(self, model: str | None = None) -> list[dict[str, Any]]:
-        path = "/_control/log" + (f"?model={urllib.parse.quote(model)}" if model else "")
-        return self._call("GET", path)["requests"]
-
-    def reset(self) -> None:
-        self._call("POST", "/_control/reset", {})
-
-    def health(self) -> bool:
-        try:
-            return self._call("GET", "/health").get("status") == "ok"
-        except OSError:
-            return False
-
-
-class ServerProcess:
-    """Run the server as ``python -m langgraph_moa.testing.server`` in a subprocess.
-
-    ``with ServerProcess(behaviors={"m": {"latency": 0.1}}) as proc:`` waits for the
-    ``READY`` line; ``proc.base_url``, ``proc.control`` (a :class:`ControlClient`),
-    ``proc.log()``, ``proc.set_behaviors()``, ``proc.reset()``; SIGTERM on exit.
-    """
-
-    def __init__(
-        self,
-        behaviors: Mapping[str, Behavior | Mapping[str, Any]] | None = None,
-        default: Behavior | Mapping[str, Any] | None = None,
-        *,
-        port: int = 0,
-        startup_timeout: float = 15.0,
-        python: str = sys.executable,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        self._config = {
-            "default": Behavior.from_dict(default).to_dict(),
-            "models": {k: Behavior.from_dict(v).to_dict() for k, v in (behaviors or {}).items()},
-        }
-        self._port = port
-        self._timeout = startup_timeout
-        self._python = python
-        self._env = env
-        self.proc: subprocess.Popen[str] | None = None
-        self.base_url: str = ""
-        self.control: ControlClient | None = None
-
-    def start(self) -> ServerProcess:
-        env = dict(os.environ if self._env is None else self._env)
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        cmd = [self._python, "-m", "langgraph_moa.testing.server", "--port", str(self._port)]
-        cmd += ["--behaviors", json.dumps(self._config)]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env
-        )
-        line_box: list[str] = []
-        reader = threading.Thread(
-            target=lambda: line_box.append(self.proc.stdout.readline()), daemon=True
-        )
-        reader.start()
-        reader.join(self._timeout)
-        line = line_box[0].strip() if line_box else ""
-        if not line.startswith("READY "):
-            self.stop()
-            raise RuntimeError(f"test server did not start (got {line!r})")
-        self.base_url = line.split(" ", 1)[1]
-        self.control = ControlClient(self.base_url)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-        return proc.returncode
-
-    def log(self, model: str | None = None) -> list[dict[str, Any]]:
-        assert self.control is not None
-        return self.control.log(model)
-
-    def set_behaviors(self, models: Mapping[str, Any] | None = None, default: Any = None) -> Any:
-        assert self.control is not None
-        return self.control.set_behaviors(models, default)
-
-    def reset(self) -> None:
-        assert self.control is not None
-        self.control.reset()
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------- CLI

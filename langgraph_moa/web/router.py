@@ -33,6 +33,7 @@ from langgraph.graph import StateGraph
 from langgraph.types import Command
 from pydantic import BaseModel, Field
 
+from langgraph_moa.cache import graph_cache
 from langgraph_moa.graphs.builder import build_graph
 from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.web.events import Event, layout, run_events
@@ -177,7 +178,9 @@ def ui_router(
         async def stream() -> AsyncIterator[str]:
             try:
                 async with saver() as s:
-                    graph = graph_of(request.spec).compile(checkpointer=s, name=spec.name)
+                    graph = graph_of(request.spec).compile(
+                        checkpointer=s, cache=graph_cache(spec), name=spec.name
+                    )
                     config: RunnableConfig = {
                         "configurable": {"thread_id": thread_id},
                         "metadata": {"moa_spec": request.spec},

@@ -1,0 +1,314 @@
+"""Cost guardrails: the worst case of a spec before it runs, and ``max_cost`` while it runs.
+
+Worst case means every model writes its whole ``max_tokens`` and every reference a later
+model reads is that long (capped by ``reference_max_tokens``, fitted into ``context_window``
+exactly as the run would fit it: the same ``prepare_messages`` builds the prompt). Input
+tokens use the project's conservative estimate (``nodes/budget.py``: 3 characters a token).
+Retries and fallbacks are counted separately: a run that needs none costs the first total.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+
+from langgraph_moa.errors import CostLimitError, SpecError
+from langgraph_moa.graphs import names
+from langgraph_moa.graphs.spec import MoASpec, ModelSpec
+from langgraph_moa.nodes import budget
+
+DEFAULT_QUESTION_TOKENS = 200
+"""Question size ``moa estimate`` assumes when it is given no question."""
+
+
+@dataclass(frozen=True)
+class CallCost:
+    """The worst case of one model call (one attempt)."""
+
+    node: str
+    model: str
+    model_id: str
+    input_tokens: int
+    output_tokens: int | None
+    """``None``: the model has no ``max_tokens``, so its output is unbounded."""
+    cost_usd: float | None
+    """``None`` when the model has no price or no ``max_tokens``."""
+    extra_attempts: int = 0
+    """Retries the model's ``retry.max_attempts`` allows on top of this call."""
+    fallback: bool = False
+    """A fallback call: made only when the model it replaces failed."""
+
+
+@dataclass
+class Estimate:
+    """Worst-case calls, tokens and cost of one run of a spec."""
+
+    question_tokens: int
+    calls: list[CallCost] = field(default_factory=list)
+
+    @property
+    def first_calls(self) -> list[CallCost]:
+        return [c for c in self.calls if not c.fallback]
+
+    def totals(self) -> dict[str, Any]:
+        """``calls``/tokens/``cost_usd``: every model answers first time; ``worst_*``: every
+        attempt is used and every fallback answers too. A cost is None if any price is."""
+        first = self.first_calls
+        attempts = [(c, 1 + c.extra_attempts) for c in first] + [
+            (c, 1 + c.extra_attempts) for c in self.calls if c.fallback
+        ]
+        return {
+            "calls": len(first),
+            "input_tokens": sum(c.input_tokens for c in first),
+            "output_tokens": _sum_or_none(c.output_tokens for c in first),
+            "cost_usd": _sum_or_none(c.cost_usd for c in first),
+            "worst_attempts": sum(n for _, n in attempts),
+            "worst_cost_usd": _sum_or_none(
+                None if c.cost_usd is None else c.cost_usd * n for c, n in attempts
+            ),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "question_tokens": self.question_tokens,
+            "calls": [asdict(c) for c in self.calls],
+            "totals": self.totals(),
+        }
+
+
+def _sum_or_none(values: Any) -> Any:
+    items = list(values)
+    if any(v is None for v in items):
+        return None
+    total = sum(items)
+    return round(total, 8) if isinstance(total, float) else total
+
+
+def call_cost(
+    model: ModelSpec,
+    spec: MoASpec,
+    state: Mapping[str, Any],
+    *,
+    node: str,
+    layer: int,
+    role: str,
+    references: bool,
+    max_tokens: int | None = None,
+    fallback: bool = False,
+) -> CallCost:
+    """Worst case of one call of ``model`` on ``state`` (its messages and references)."""
+    from langgraph_moa.nodes.messages import prepare_messages
+    from langgraph_moa.nodes.seat import Seat
+
+    seat = Seat(node=node, layer=layer, role=role, references=references)  # type: ignore[arg-type]
+    messages, _ = prepare_messages(state, model, spec, seat)  # type: ignore[arg-type]
+    tokens_in = budget.messages_tokens(messages)
+    tokens_out = max_tokens or model.max_tokens
+    cost = (
+        round(model.price.cost(tokens_in, tokens_out), 8)
+        if model.price is not None and tokens_out is not None
+        else None
+    )
+    return CallCost(
+        node=node,
+        model=str(model.name),
+        model_id=model.model,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cost_usd=cost,
+        extra_attempts=model.retry.max_attempts - 1,
+        fallback=fallback,
+    )
+
+
+def seat_costs(
+    model: ModelSpec,
+    spec: MoASpec,
+    state: Mapping[str, Any],
+    **seat: Any,
+) -> list[CallCost]:
+    """The model's call, then one per fallback in its chain."""
+    out = [call_cost(model, spec, state, **seat)]
+    fallback = model.fallback
+    while fallback is not None:
+        out.append(call_cost(fallback, spec, state, **{**seat, "fallback": True}))
+        fallback = fallback.fallback
+    return out
+
+
+def reference_cap(model: ModelSpec, spec: MoASpec) -> int | None:
+    """The tokens an answer of ``model`` may keep as a reference (None: no cap)."""
+    return model.reference_max_tokens or spec.reference_max_tokens
+
+
+def estimate(
+    spec: MoASpec,
+    question: str | None = None,
+    *,
+    question_tokens: int = DEFAULT_QUESTION_TOKENS,
+    max_tokens: int | None = None,
+) -> Estimate:
+    """Worst-case calls, tokens and cost of one run, before anything runs.
+
+    ``question``: the real question (else one of ``question_tokens`` tokens is assumed);
+    ``max_tokens``: the run's override of every model's ``max_tokens`` (as ``--max-tokens``).
+    """
+    text = question if question is not None else "x" * (question_tokens * budget.CHARS_PER_TOKEN)
+    result = Estimate(question_tokens=budget.estimate_tokens(text))
+    state: dict[str, Any] = {"messages": [HumanMessage(text)], "references": []}
+    for k, models in enumerate(spec.layers, 1):
+        for model in models:
+            result.calls += seat_costs(
+                model,
+                spec,
+                state,
+                node=names.proposer(k, str(model.name)),
+                layer=k,
+                role="proposer",
+                references=k > 1,
+                max_tokens=max_tokens,
+            )
+        state = {**state, "references": _worst_references(models, spec, max_tokens)}
+    result.calls += seat_costs(
+        spec.aggregator,
+        spec,
+        state,
+        node=names.AGGREGATOR,
+        layer=len(spec.layers) + 1,
+        role="aggregator",
+        references=True,
+        max_tokens=max_tokens,
+    )
+    return result
+
+
+def _worst_references(
+    models: Sequence[ModelSpec], spec: MoASpec, max_tokens: int | None
+) -> list[str]:
+    refs = []
+    for model in models:
+        tokens = max_tokens or model.max_tokens or model.context_window or 0
+        cap = reference_cap(model, spec)
+        if cap is not None:
+            tokens = min(tokens, cap + budget.estimate_tokens(budget.TRUNCATION_MARK))
+        refs.append("x" * (tokens * budget.CHARS_PER_TOKEN))
+    return refs
+
+
+# -- max_cost: checked before each step, from what was really spent ------------------------
+
+
+def spent(calls: Sequence[Mapping[str, Any]]) -> float:
+    """USD the finished calls cost (calls without a price count as 0; max_cost forbids them)."""
+    return round(sum(c.get("cost_usd") or 0.0 for c in calls), 8)
+
+
+def check_prices(spec: MoASpec, max_tokens: int | None = None) -> None:
+    """``max_cost`` needs every model's price and a bound on its output (its max_tokens or
+    the run's override): fail before any call if not."""
+    no_price = [str(m.name) for m in spec.models() if m.price is None]
+    if no_price:
+        raise SpecError(
+            f"max_cost needs a price for every model; none for: {', '.join(no_price)}"
+            " (set `price: {input: ..., output: ...}` in the spec)"
+        )
+    unbounded = [str(m.name) for m in spec.models() if m.max_tokens is None]
+    if unbounded and max_tokens is None:
+        raise SpecError(f"max_cost needs max_tokens for every model; none for: {unbounded}")
+
+
+def over_limit(
+    limit: float, state: Mapping[str, Any], step: str, costs: Sequence[CallCost]
+) -> CostLimitError | None:
+    """The error to raise if the step's worst case (first attempts, which run in parallel)
+    would take the run past ``limit``; None if it fits."""
+    so_far = spent(state.get("calls") or [])
+    worst = sum(c.cost_usd or 0.0 for c in costs if not c.fallback)
+    if so_far + worst > limit:
+        return CostLimitError(limit, so_far, worst, step)
+    return None
+
+
+def run_limit(spec: MoASpec, context: Any) -> float | None:
+    """The run's ``max_cost``: the context's (per run) over the spec's."""
+    override = getattr(context, "max_cost", None)
+    return override if override is not None else spec.max_cost
+
+
+def guard_layer(
+    state: Mapping[str, Any], spec: MoASpec, layer: int, context: Any
+) -> CostLimitError | None:
+    """Before layer ``layer``'s proposers start: does their worst case still fit?"""
+    limit = run_limit(spec, context)
+    if limit is None:
+        return None
+    max_tokens = getattr(context, "max_tokens", None)
+    if layer == 1:  # a new run: nothing spent yet, no references
+        check_prices(spec, max_tokens)
+        state = {**state, "calls": [], "references": []}
+    costs = [
+        cost
+        for model in spec.layers[layer - 1]
+        for cost in seat_costs(
+            model,
+            spec,
+            state,
+            node=names.proposer(layer, str(model.name)),
+            layer=layer,
+            role="proposer",
+            references=layer > 1,
+            max_tokens=max_tokens,
+        )
+    ]
+    return over_limit(limit, state, names.layer(layer), costs)
+
+
+def guard_final(
+    state: Mapping[str, Any], spec: MoASpec, context: Any, references: list[str], fallback: bool
+) -> CostLimitError | None:
+    """Before the aggregator (or, after a failed layer, the aggregator's fallback)."""
+    limit = run_limit(spec, context)
+    if limit is None:
+        return None
+    model = spec.aggregator.fallback if fallback else spec.aggregator
+    assert model is not None
+    cost = call_cost(
+        model,
+        spec,
+        {**state, "references": references},
+        node=names.FALLBACK if fallback else names.AGGREGATOR,
+        layer=len(spec.layers) + 1,
+        role="aggregator",
+        references=not fallback,
+        max_tokens=getattr(context, "max_tokens", None),
+    )
+    return over_limit(limit, state, cost.node, [cost])
+
+
+def format_estimate(result: Estimate) -> str:
+    """``moa estimate``'s table: one row per call, then the totals."""
+
+    def usd(value: float | None) -> str:
+        return "unknown" if value is None else f"${value:.4f}"
+
+    rows = [f"{'node':40} {'in':>7} {'out':>6} {'cost':>10}  (worst case, one attempt)"]
+    for c in result.calls:
+        name = ("  fallback " if c.fallback else "") + c.node
+        out = "unbounded" if c.output_tokens is None else str(c.output_tokens)
+        rows.append(f"{name:40} {c.input_tokens:>7} {out:>6} {usd(c.cost_usd):>10}")
+    t = result.totals()
+    rows.append(
+        f"total: {t['calls']} calls, {t['input_tokens']} in / {t['output_tokens']} out tokens,"
+        f" {usd(t['cost_usd'])}"
+    )
+    rows.append(
+        f"with every retry and fallback: {t['worst_attempts']} calls, {usd(t['worst_cost_usd'])}"
+    )
+    rows.append(f"(question: {result.question_tokens} tokens; 1 token ~ 3 characters)")
+    unknown = sorted({c.model_id for c in result.calls if c.cost_usd is None})
+    if unknown:
+        rows.append(f"no price for: {', '.join(unknown)} (set `price` in the spec)")
+    return "\n".join(rows)
