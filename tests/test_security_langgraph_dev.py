@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -24,6 +25,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from test_langgraph_dev import ROOT, STARTUP_TIMEOUT, DevServer, _stop, free_port
+
+from langgraph_moa.testing import ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -66,12 +69,31 @@ class Listener:
 
 
 @pytest.fixture(scope="module")
-def canary_server(tmp_path_factory) -> Iterator[DevServer]:
+def echo_upstream() -> Iterator[ServerProcess]:
+    """The project's test server, answering every request 401 with a body that quotes the
+    request's Authorization header (a careless upstream)."""
+    with ServerProcess(default={"always_status": 401, "echo_auth": True}) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def canary_server(tmp_path_factory, echo_upstream) -> Iterator[DevServer]:
     exe = shutil.which("langgraph", path=str(Path(sys.executable).parent))
     if exe is None:
         pytest.skip("langgraph CLI not installed (pip install 'langgraph-cli[inmem]')")
     port = free_port()
-    log = tmp_path_factory.mktemp("langgraph-dev-canary") / "server.log"
+    folder = tmp_path_factory.mktemp("langgraph-dev-canary")
+    log = folder / "server.log"
+    # The operator's own spec (trusted, registered by name): its key goes to the echoing upstream.
+    echo_model = {
+        "model": "openai:echo",
+        "base_url": echo_upstream.base_url,
+        "api_key_env": "SECRET_CANARY",
+        "retry": {"max_attempts": 1},
+    }
+    (folder / "echo.yaml").write_text(
+        json.dumps({"layers": [[{"name": "a", **echo_model}]], "aggregator": echo_model})
+    )
     env = {
         **os.environ,
         **CANARIES,
@@ -80,6 +102,7 @@ def canary_server(tmp_path_factory) -> Iterator[DevServer]:
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
         "PYTHONUNBUFFERED": "1",
         "MOA_TRUST_RUN_SPECS": "1",
+        "MOA_SPECS": str(folder / "echo.yaml"),
     }
     env.pop("MOA_RUN_BASE_URLS", None)
     cmd = [exe, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1"]
@@ -263,3 +286,31 @@ async def test_a_stored_assistant_context_is_refused_on_every_run(client, listen
     finally:
         await client.assistants.delete(assistant["assistant_id"])
     assert listener.connections == 0 and not listener.received
+
+
+async def test_a_key_an_upstream_echoes_is_never_stored_or_shown(
+    client, canary_server, echo_upstream
+):
+    """The operator's spec sends SECRET_CANARY to an upstream that quotes it back in a 401."""
+    thread = await client.threads.create()
+    seen: list[str] = []
+    try:
+        async for part in client.runs.stream(
+            thread["thread_id"],
+            "moa",
+            input=QUESTION,
+            context={"preset": "echo"},
+            stream_mode=["values", "custom", "updates", "messages-tuple"],
+        ):
+            seen.append(json.dumps(part.data, default=str))
+        state = await client.threads.get_state(thread["thread_id"])
+        history = await client.threads.get_history(thread["thread_id"], limit=50)
+        seen += [json.dumps(state, default=str), json.dumps(history, default=str)]
+    finally:
+        await client.threads.delete(thread["thread_id"])
+    requests = echo_upstream.log()
+    assert requests and all(r["has_auth"] for r in requests)  # the key did go upstream...
+    text = "\n".join(seen)
+    assert "401" in text  # ...the failure is reported...
+    assert CANARIES["SECRET_CANARY"] not in text  # ...without the key it echoed
+    assert CANARIES["SECRET_CANARY"] not in canary_server.log_text()
