@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     from langgraph_moa.eval.cli import add_parser as add_eval
 
     add_eval(sub)
+    from langgraph_moa.serve import add_parser as add_serve
+
+    add_serve(sub)
     ui = sub.add_parser("ui", help="open the web UI in the browser (serving it if needed)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=8765)
@@ -281,7 +284,9 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "presets", "graph", "eval", "ui", "estimate", "cache", "-h", "--help"}
+    commands = {
+        "run", "presets", "graph", "eval", "ui", "serve", "estimate", "cache", "-h", "--help"
+    }
     if argv and argv[0] not in commands:
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
@@ -314,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
             from langgraph_moa.eval.cli import main as eval_main
 
             return eval_main(args)
+        if args.command == "serve":
+            from langgraph_moa.serve import main as serve_main
+
+            return serve_main(args)
         if args.command == "ui":
             from langgraph_moa.web import run_ui
 

@@ -1,0 +1,88 @@
+"""``moa serve``: the mixture as an OpenAI-compatible endpoint (and the web UI at ``/``).
+
+    moa serve --preset moa-lite --spec my-moa.yaml --port 8000 --workers 2
+
+``create_app`` builds the ASGI app; ``main`` runs it on uvicorn. With ``--workers N`` uvicorn
+starts N processes, each building the app from the same configuration (passed in the
+environment, so the workers need no shared state: they are stateless replicas).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from langgraph_moa.serve.app import Limits, create_app
+
+__all__ = ["Limits", "add_parser", "app_from_env", "create_app", "main"]
+
+CONFIG_ENV = "MOA_SERVE_CONFIG"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve specs as an OpenAI-compatible API (+ the web UI)")
+    p.add_argument("--preset", action="append", help="serve this preset (repeatable)")
+    p.add_argument("--spec", action="append", help="serve this spec file (repeatable)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="worker processes (stateless)")
+    p.add_argument("--api-key-env", help="NAME of the variable holding the bearer token")
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=Limits.max_concurrent_runs,
+        help="runs at once per worker; more get 429",
+    )
+    p.add_argument("--db", help="SQLite file of the web UI's conversations")
+    p.add_argument("--no-ui", action="store_true", help="do not serve the web page at /")
+
+
+def _specs(config: dict[str, Any]) -> dict[str, Any]:
+    from langgraph_moa.graphs.spec import load_preset, load_spec, preset_names
+
+    specs = {}
+    for path in config.get("spec") or []:
+        spec = load_spec(path)
+        specs[spec.name] = spec
+    presets = config.get("preset") or ([] if specs else preset_names())
+    for name in presets:
+        specs.setdefault(name, load_preset(name))
+    return specs
+
+
+def app_from_env() -> Any:
+    """The app of one uvicorn worker, from the configuration ``main`` put in the environment."""
+    config = json.loads(os.environ[CONFIG_ENV])
+    return create_app(
+        _specs(config),
+        api_key_env=config.get("api_key_env"),
+        limits=Limits(max_concurrent_runs=config.get("max_concurrent") or 64),
+        db_path=config.get("db"),
+        include_ui=not config.get("no_ui"),
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    config = {
+        "spec": args.spec,
+        "preset": args.preset,
+        "api_key_env": args.api_key_env,
+        "max_concurrent": args.max_concurrent,
+        "db": args.db,
+        "no_ui": args.no_ui,
+    }
+    os.environ[CONFIG_ENV] = json.dumps(config)
+    app_from_env()  # fail here, once, with a clear error (bad spec, unset token variable)
+    uvicorn.run(
+        "langgraph_moa.serve:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+    )
+    return 0

@@ -1,0 +1,324 @@
+"""``moa serve`` with real clients on 127.0.0.1: the official ``openai`` client (streaming and
+not, ``include_usage``), LangChain's ``ChatOpenAI``, raw HTTP for every error, a bounded load
+test, bearer auth, and (slow) ``--workers 2`` as a subprocess. Upstream models are the
+project's OpenAI-compatible test server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvicorn
+import yaml
+
+from langgraph_moa.graphs.spec import parse_spec
+from langgraph_moa.serve import create_app
+from langgraph_moa.testing import Behavior, OpenAIServer
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[OpenAIServer]:
+    with OpenAIServer(default=Behavior(latency=0.02)) as srv:
+        yield srv
+
+
+def _spec(url: str, name: str = "tiny") -> dict[str, Any]:
+    def m(n: str) -> dict[str, Any]:
+        return {
+            "name": n,
+            "model": f"openai:{n}",
+            "base_url": url,
+            "retry": {"max_attempts": 1, "jitter": False},
+        }
+
+    return {"name": name, "layers": [[m("a"), m("b")]], "aggregator": m("agg")}
+
+
+class Served:
+    """uvicorn serving ``app`` in a thread on a free port."""
+
+    def __init__(self, app: Any) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.02)
+        assert self.server.started
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def served(upstream: OpenAIServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    specs = {"tiny": parse_spec(_spec(upstream.base_url))}
+    db = tmp_path_factory.mktemp("serve") / "threads.sqlite"
+    with Served(create_app(specs, db_path=db)) as s:
+        yield s
+
+
+@pytest.fixture
+def client(served: Served) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0)
+
+
+def test_models_and_health(client: openai.OpenAI, served: Served) -> None:
+    assert [m.id for m in client.models.list()] == ["tiny"]
+    assert httpx.get(f"{served.url}/health").json()["status"] == "ok"
+
+
+def test_completion_with_usage_over_every_call(client: openai.OpenAI, upstream: Any) -> None:
+    upstream.reset()
+    out = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Is 221 prime?"}], temperature=0.1
+    )
+    assert out.choices[0].message.content == "agg says: Is 221 prime?"
+    assert out.choices[0].finish_reason == "stop"
+    log = upstream.log()
+    assert len(log) == 3 and all(r["temperature"] == 0.1 for r in log)
+    assert not any(r["stream"] for r in log)  # nobody streams: no model call streams
+    assert out.usage is not None
+    assert out.usage.completion_tokens == sum(r["completion_tokens"] for r in log)
+    assert out.usage.prompt_tokens == sum(r["prompt_tokens"] for r in log)
+
+
+def test_streaming_with_include_usage(client: openai.OpenAI, upstream: Any) -> None:
+    upstream.reset()
+    stream = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "Stream it"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "agg says: Stream it"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens > 0
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    streamed = {r["model"] for r in upstream.log() if r["stream"]}
+    assert streamed == {"agg"}  # only the answer streams
+
+
+def test_langchain_chat_openai(served: Served) -> None:
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(model="tiny", base_url=f"{served.url}/v1", api_key="unused")
+    assert llm.invoke("Hello").content == "agg says: Hello"
+    assert "".join(c.text for c in llm.stream("Hi there")) == "agg says: Hi there"
+
+
+def test_moa_extension_returns_references_and_calls(served: Served) -> None:
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "Q"}],
+        "moa": {"include": ["references", "calls"]},
+    }
+    out = httpx.post(f"{served.url}/v1/chat/completions", json=body, timeout=30).json()
+    assert out["moa"]["references"] == ["a says: Q", "b says: Q"]
+    assert [c["model"] for c in out["moa"]["calls"]] == ["a", "b", "agg"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"model": "nope", "messages": [{"role": "user", "content": "q"}]}, 404, "unknown model"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "q"}], "n": 2}, 400, "n=1"),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "q"}], "tools": [{}]},
+            400,
+            "tool calling",
+        ),
+        ({"model": "tiny", "messages": []}, 400, "messages"),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "q"}], "temperature": 5},
+            400,
+            "temperature",
+        ),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "q"}], "max_tokens": 10**7},
+            400,
+            "capped",
+        ),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "q"}], "frob": 1}, 400, "frob"),
+        ({"model": "tiny", "messages": [{"role": "tool", "content": "q"}]}, 400, "tool_call_id"),
+        ({"model": "tiny", "messages": [{"role": "assistant", "content": "q"}]}, 400, "user"),
+    ],
+)
+def test_errors_are_openai_shaped(served: Served, body: Any, status: int, words: str) -> None:
+    resp = httpx.post(f"{served.url}/v1/chat/completions", json=body, timeout=30)
+    assert resp.status_code == status, resp.text
+    error = resp.json()["error"]
+    assert words in error["message"] and "Traceback" not in resp.text
+
+
+def test_malformed_and_oversized_bodies(served: Served) -> None:
+    url = f"{served.url}/v1/chat/completions"
+    bad = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]["message"]
+    huge = httpx.post(url, content=b"x" * (2 << 20), headers={"content-type": "application/json"})
+    assert huge.status_code == 413
+
+
+def test_upstream_failure_is_a_502_naming_the_models(
+    served: Served, upstream: OpenAIServer
+) -> None:
+    for name in ("a", "b"):
+        upstream.set_behavior(name, Behavior(always_status=500))
+    try:
+        resp = httpx.post(
+            f"{served.url}/v1/chat/completions",
+            json={"model": "tiny", "messages": [{"role": "user", "content": "q"}]},
+            timeout=30,
+        )
+    finally:
+        upstream.set_behavior("a", Behavior(latency=0.02))
+        upstream.set_behavior("b", Behavior(latency=0.02))
+    assert resp.status_code == 502
+    message = resp.json()["error"]["message"]
+    assert "a" in message and "b" in message and "HTTP 500" in message
+    # the server stays up
+    assert httpx.get(f"{served.url}/health").status_code == 200
+
+
+def test_sixty_four_concurrent_clients_each_get_their_own_answer(served: Served) -> None:
+    async def main() -> list[str]:
+        async with openai.AsyncOpenAI(
+            base_url=f"{served.url}/v1", api_key="unused", max_retries=0
+        ) as c:
+
+            async def one(i: int) -> str:
+                out = await c.chat.completions.create(
+                    model="tiny", messages=[{"role": "user", "content": f"question {i}"}]
+                )
+                return out.choices[0].message.content or ""
+
+            return await asyncio.gather(*(one(i) for i in range(64)))
+
+    answers = asyncio.run(main())
+    assert answers == [f"agg says: question {i}" for i in range(64)]
+
+
+def test_the_web_page_is_served_at_root(served: Served) -> None:
+    page = httpx.get(f"{served.url}/")
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    specs = httpx.get(f"{served.url}/ui/api/specs").json()
+    assert "tiny" in str(specs)
+
+
+def test_bearer_token_required_when_configured(
+    upstream: OpenAIServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOA_SERVE_TOKEN", "s3cret-token-value")
+    app = create_app(
+        {"tiny": parse_spec(_spec(upstream.base_url))},
+        api_key_env="MOA_SERVE_TOKEN",
+        db_path=tmp_path / "t.sqlite",
+    )
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "q"}]}
+    with Served(app) as s:
+        url = f"{s.url}/v1/chat/completions"
+        assert httpx.post(url, json=body).status_code == 401
+        wrong = httpx.post(url, json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "s3cret" not in wrong.text
+        ok = httpx.post(
+            url, json=body, headers={"Authorization": "Bearer s3cret-token-value"}, timeout=30
+        )
+        assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"]
+        assert httpx.get(f"{s.url}/health").status_code == 200  # for load balancers
+        assert httpx.get(f"{s.url}/").status_code == 404  # the page has no login: not served
+
+
+def test_concurrency_limit_answers_429(upstream: OpenAIServer, tmp_path: Any) -> None:
+    from langgraph_moa.serve import Limits
+
+    upstream.set_behavior("slowagg", Behavior(latency=1.0))
+    spec = _spec(upstream.base_url)
+    spec["aggregator"] = {**spec["aggregator"], "name": "slowagg", "model": "openai:slowagg"}
+    app = create_app(
+        {"tiny": parse_spec(spec)},
+        limits=Limits(max_concurrent_runs=1),
+        db_path=tmp_path / "t.sqlite",
+        include_ui=False,
+    )
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "q"}]}
+    with Served(app) as s:
+
+        async def two() -> list[int]:
+            async with httpx.AsyncClient(timeout=30) as http:
+                first = asyncio.create_task(http.post(f"{s.url}/v1/chat/completions", json=body))
+                await asyncio.sleep(0.3)
+                second = await http.post(f"{s.url}/v1/chat/completions", json=body)
+                return [(await first).status_code, second.status_code]
+
+        assert asyncio.run(two()) == [200, 429]
+
+
+@pytest.mark.slow
+def test_two_workers_from_the_command_line(upstream: OpenAIServer, tmp_path: Any) -> None:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(_spec(upstream.base_url)))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "langgraph_moa.cli",
+            "serve",
+            "--spec",
+            str(path),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        answers = [
+            client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": f"w{i}"}]
+            )
+            .choices[0]
+            .message.content
+            for i in range(8)
+        ]
+        assert answers == [f"agg says: w{i}" for i in range(8)]
+    finally:
+        proc.terminate()
+        proc.wait(20)
