@@ -102,6 +102,20 @@ def test_completion_with_usage_over_every_call(client: openai.OpenAI, upstream: 
     assert out.usage.prompt_tokens == sum(r["prompt_tokens"] for r in log)
 
 
+def test_stop_ends_the_answer_not_the_proposers(client: openai.OpenAI, upstream: Any) -> None:
+    upstream.reset()
+    out = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Is 221 prime?"}], stop="221"
+    )
+    assert out.choices[0].message.content == "agg says: Is "
+    stops = {r["model"]: r["stop"] for r in upstream.log()}
+    assert stops == {"a": None, "b": None, "agg": ["221"]}  # proposers answer in full
+    with pytest.raises(openai.BadRequestError, match="stop"):
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "x"}], stop=list("12345")
+        )
+
+
 def test_streaming_with_include_usage(client: openai.OpenAI, upstream: Any) -> None:
     upstream.reset()
     stream = client.chat.completions.create(

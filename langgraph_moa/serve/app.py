@@ -5,8 +5,9 @@ One compiled graph per served spec, built once at startup; the graphs share the 
 HTTP pools (``langgraph_moa.models.factory``). Non-streaming requests run ``ainvoke`` (every
 model call a plain request); ``stream: true`` streams the aggregator's tokens from
 ``stream_mode="messages"``. Requests choose a served spec by name and may override only
-``temperature`` / ``max_tokens``: they cannot change a spec's topology or endpoints. Errors
-are OpenAI-shaped, never a stack trace; secrets never appear in a response or a log line.
+``temperature`` / ``max_tokens`` / ``stop``: they cannot change a spec's topology or
+endpoints. Errors are OpenAI-shaped, never a stack trace; secrets never appear in a response
+or a log line.
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ def create_app(
             context = Context(
                 temperature=req.temperature,
                 max_tokens=req.max_completion_tokens or req.max_tokens,
+                stop=req.stop if isinstance(req.stop, list) else None,
             )
         except oa.APIError as exc:
             return _error(exc)
