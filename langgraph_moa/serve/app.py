@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from langchain_core.language_models import BaseChatModel
 
+from langgraph_moa.cache import graph_cache
 from langgraph_moa.errors import (
     InvalidInputError,
     LayerFailedError,
@@ -107,8 +108,9 @@ def create_app(
         token = os.environ.get(api_key_env)
         if not token:
             raise SpecError(f"--api-key-env {api_key_env}: the variable is not set")
-    graphs: dict[str, CompiledMoA] = {
-        name: create_moa(spec, chat_models=chat_models) for name, spec in specs.items()
+    graphs: dict[str, CompiledMoA] = {  # `cache: true` specs share the persistent cache
+        name: create_moa(spec, chat_models=chat_models, cache=graph_cache(spec))
+        for name, spec in specs.items()
     }
     running = asyncio.Semaphore(limits.max_concurrent_runs)
 
