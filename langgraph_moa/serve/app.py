@@ -38,6 +38,7 @@ from langgraph_moa.errors import (
 )
 from langgraph_moa.graphs.builder import CompiledMoA, create_moa
 from langgraph_moa.graphs.names import ANSWER_NODES
+from langgraph_moa.graphs.policy import MAX_OVERRIDE_TOKENS
 from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.state import Context
 from langgraph_moa.redact import scrub
@@ -52,7 +53,7 @@ class Limits:
 
     max_body_bytes: int = 1 << 20
     max_messages: int = 256
-    max_tokens: int = 32_768
+    max_tokens: int = MAX_OVERRIDE_TOKENS  # the run-spec policy's cap, as on the LangGraph server
     max_concurrent_runs: int = 64
 
 
