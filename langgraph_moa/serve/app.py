@@ -38,7 +38,7 @@ from langgraph_moa.errors import (
 )
 from langgraph_moa.graphs.builder import CompiledMoA, create_moa
 from langgraph_moa.graphs.names import ANSWER_NODES
-from langgraph_moa.graphs.policy import MAX_OVERRIDE_TOKENS
+from langgraph_moa.graphs.policy import MAX_OVERRIDE_TOKENS, RunLimits, RunPolicy
 from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.state import Context
 from langgraph_moa.redact import scrub
@@ -114,6 +114,9 @@ def create_app(
         for name, spec in specs.items()
     }
     running = asyncio.Semaphore(limits.max_concurrent_runs)
+    policy = RunPolicy(
+        specs=dict(specs), presets=(), limits=RunLimits(max_tokens=limits.max_tokens)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -176,11 +179,14 @@ def create_app(
                     param="model",
                     code="model_not_found",
                 )
-            context = Context(
-                temperature=req.temperature,
-                max_tokens=req.max_completion_tokens or req.max_tokens,
-                stop=req.stop if isinstance(req.stop, list) else None,
-            )
+            overrides = {
+                "temperature": req.temperature,
+                "max_tokens": req.max_completion_tokens or req.max_tokens,
+                "stop": req.stop,
+            }
+            # The same allowlist as the LangGraph server: a served spec by name, overrides only.
+            policy.resolve({"preset": req.model, **overrides})
+            context = Context(**overrides)  # type: ignore[arg-type]
         except oa.APIError as exc:
             return _error(exc)
         except MoAError as exc:
