@@ -67,20 +67,14 @@ def _map_run_error(exc: BaseException) -> oa.APIError:
         return oa.APIError(503, "this model is not configured on the server", etype="server_error")
     if isinstance(exc, (InvalidInputError, SpecError)):
         return oa.APIError(400, scrub(str(exc)))
-    if isinstance(exc, LayerFailedError):
-        failed = ", ".join(sorted(exc.failures)) or "unknown"
+    if isinstance(exc, (LayerFailedError, ModelCallError)):
+        if isinstance(exc, LayerFailedError):
+            what = f"upstream models failed ({', '.join(sorted(exc.failures)) or 'unknown'})"
+        else:
+            what = f"upstream model {exc.model} failed"
+        reason = exc.reason if isinstance(exc, ModelCallError) else str(exc)
         return oa.APIError(
-            502,
-            f"upstream models failed ({failed}): {scrub(str(exc))}"[:1000],
-            etype="upstream_error",
-            code="upstream_failed",
-        )
-    if isinstance(exc, ModelCallError):
-        return oa.APIError(
-            502,
-            f"upstream model {exc.model} failed: {scrub(exc.reason)}"[:1000],
-            etype="upstream_error",
-            code="upstream_failed",
+            502, f"{what}: {scrub(reason)}"[:1000], etype="upstream_error", code="upstream_failed"
         )
     if isinstance(exc, MoAError):
         return oa.APIError(400, scrub(str(exc)))
