@@ -14,7 +14,9 @@ Where the spec comes from, first match wins: the run context (``runtime.executio
 then ``config["configurable"]`` (the server mirrors an assistant's context there, so Studio's
 graph view and thread reads of an assistant follow its preset/spec), then the graph's default.
 A ``spec`` must be an object (no file paths from clients). Graphs are compiled without a
-checkpointer (the server provides one) and cached per spec.
+checkpointer (the server provides one) and cached per spec. The factories are coroutines
+that check the policy and build the graph in a worker thread: building even a spec at the
+policy's caps never blocks the server's event loop, which serves every other run.
 
 What Studio shows
     * Graph view: ``__start__ -> layer_1 -> layer_1/<model> (parallel fan-out) ->
@@ -48,9 +50,11 @@ nothing here turns it on.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -73,6 +77,7 @@ __all__ = ["graph_for", "moa", "moa_local", "policy", "spec_from_context"]
 
 _CACHE: OrderedDict[tuple[str, str], CompiledMoA] = OrderedDict()
 _CACHE_SIZE = 32
+_CACHE_LOCK = threading.Lock()  # graphs are built in worker threads
 
 
 @functools.lru_cache(maxsize=8)
@@ -96,18 +101,20 @@ def spec_from_context(
 def graph_for(spec: MoASpec, name: str) -> CompiledMoA:
     """The compiled graph (no checkpointer) for ``spec``, named ``name``; cached."""
     key = (name, json.dumps(spec.model_dump(mode="json"), sort_keys=True))
-    graph = _CACHE.get(key)
-    if graph is None:
-        graph = build_graph(spec, context_schema=ServerContext).compile(name=name)
+    with _CACHE_LOCK:
+        graph = _CACHE.get(key)
+        if graph is not None:
+            _CACHE.move_to_end(key)
+            return graph
+    graph = build_graph(spec, context_schema=ServerContext).compile(name=name)
+    with _CACHE_LOCK:
         _CACHE[key] = graph
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
-    else:
-        _CACHE.move_to_end(key)
     return graph
 
 
-def _make(
+def _resolve(
     name: str, default: str, config: RunnableConfig | None, runtime: Any
 ) -> CompiledMoA:
     execution = getattr(runtime, "execution_runtime", None)
@@ -116,17 +123,23 @@ def _make(
     return graph_for(spec_from_context(context, configurable, default=default), name)
 
 
-def moa(
+async def _make(
+    name: str, default: str, config: RunnableConfig | None, runtime: Any
+) -> CompiledMoA:
+    return await asyncio.to_thread(_resolve, name, default, config, runtime)
+
+
+async def moa(
     config: RunnableConfig | None = None,
     runtime: ServerRuntime[Context] | None = None,
 ) -> CompiledMoA:
     """Graph ``moa``: the paper's MoA preset unless the run's context picks a preset/spec."""
-    return _make("moa", "moa", config, runtime)
+    return await _make("moa", "moa", config, runtime)
 
 
-def moa_local(
+async def moa_local(
     config: RunnableConfig | None = None,
     runtime: ServerRuntime[Context] | None = None,
 ) -> CompiledMoA:
     """Graph ``moa_local``: the embedded offline ``local`` preset (SmolLM2 on llama.cpp)."""
-    return _make("moa_local", "local", config, runtime)
+    return await _make("moa_local", "local", config, runtime)

@@ -6,6 +6,7 @@ Fast tests (a few seconds in all) against the in-process fake OpenAI server (``s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -34,6 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "What is 2+2?"
 AGGREGATE_MARK = "Responses from models:"
 """The aggregate prompt's last line: present in layer-2+ and aggregator requests only."""
+
+
+def build(factory: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a (coroutine) graph factory as the server does, from a test with no loop."""
+    return asyncio.run(factory(*args, **kwargs))
 
 
 def two_layer_spec(model, **extra: Any) -> dict[str, Any]:
@@ -85,14 +91,14 @@ def test_langgraph_json_is_valid_and_registers_factories():
 
 
 def test_factories_default_topologies_without_checkpointer():
-    paper = studio.moa()
+    paper = build(studio.moa)
     assert paper.name == "moa" and paper.checkpointer is None
     preset = load_preset("moa")
     assert proposer_nodes(paper) == {
         f"layer_{k}/{m.name}" for k, layer in enumerate(preset.layers, 1) for m in layer
     }
     assert len(proposer_nodes(paper)) == 12 and "aggregator" in paper.nodes
-    local = studio.moa_local()
+    local = build(studio.moa_local)
     assert local.name == "moa_local" and local.checkpointer is None
     assert proposer_nodes(local) == {
         f"layer_{k}/{n}" for k in (1, 2) for n in ("precise", "creative", "teacher")
@@ -114,56 +120,56 @@ def test_factories_default_topologies_without_checkpointer():
 def test_factory_builds_the_topology_the_run_context_asks_for(model, trusted):
     spec = {"layers": [[model("x"), model("y"), model("z")]], "aggregator": model("agg")}
     for context in ({"spec": spec}, Context(spec=spec)):
-        graph = studio.moa(config={}, runtime=execution(context))
+        graph = build(studio.moa, config={}, runtime=execution(context))
         assert proposer_nodes(graph) == {"layer_1/x", "layer_1/y", "layer_1/z"}
         assert graph.name == "moa"
-    lite = studio.moa(runtime=execution({"preset": "moa-lite"}))
+    lite = build(studio.moa, runtime=execution({"preset": "moa-lite"}))
     assert len(proposer_nodes(lite)) == 6 and "layer_2" not in lite.nodes
     # Introspection / thread reads carry no context: the assistant's context, mirrored into
     # config["configurable"] by the server, decides (so Studio draws the assistant's graph).
     read = _ReadRuntime(access_context="assistants.read", store=InMemoryStore())
-    from_config = studio.moa({"configurable": {"preset": "self-moa"}}, read)
+    from_config = build(studio.moa, {"configurable": {"preset": "self-moa"}}, read)
     assert {n.split("/")[1] for n in proposer_nodes(from_config)} == {
         f"sample-{i}" for i in range(1, 7)
     }
-    assert len(proposer_nodes(studio.moa({}, read))) == 12  # the default preset
+    assert len(proposer_nodes(build(studio.moa, {}, read))) == 12  # the default preset
     # Same spec -> the same compiled graph (cached), different name -> different graph.
-    assert studio.moa(runtime=execution({"spec": spec})) is graph
-    assert studio.moa_local(runtime=execution({"spec": spec})) is not graph
+    assert build(studio.moa, runtime=execution({"spec": spec})) is graph
+    assert build(studio.moa_local, runtime=execution({"spec": spec})) is not graph
 
 
 def test_factory_rejects_paths_and_key_exfiltration(model, monkeypatch, server):
     monkeypatch.delenv("MOA_TRUST_RUN_SPECS", raising=False)
     plain = {"layers": [[model("a")]], "aggregator": model("agg")}
     with pytest.raises(SpecError, match="registered specs"):  # default: presets by name only
-        studio.moa(runtime=execution({"spec": plain}))
+        build(studio.moa, runtime=execution({"spec": plain}))
     with pytest.raises(SpecError, match="registered specs"):  # an assistant's stored context
-        studio.moa({"configurable": {"spec": plain}}, None)
+        build(studio.moa, {"configurable": {"spec": plain}}, None)
     with pytest.raises(SpecError, match="preset"):
-        studio.moa(runtime=execution({"preset": "nope"}))
+        build(studio.moa, runtime=execution({"preset": "nope"}))
     monkeypatch.setenv("MOA_TRUST_RUN_SPECS", "1")
     with pytest.raises(SpecError, match="not a path"):
-        studio.moa(runtime=execution({"spec": "/etc/passwd"}))
+        build(studio.moa, runtime=execution({"spec": "/etc/passwd"}))
     leaky = {"layers": [[model("a", api_key_env="OPENAI_API_KEY")]], "aggregator": model("agg")}
     with pytest.raises(SpecError, match="api_key_env") as refused:
-        studio.moa(runtime=execution({"spec": leaky}))
+        build(studio.moa, runtime=execution({"spec": leaky}))
     assert "OPENAI_API_KEY" not in str(refused.value)
     redirected = {
         "layers": [[{"model": "openai:gpt-4o", "params": {"base_url": "http://evil.test"}}]],
         "aggregator": model("agg"),
     }
     with pytest.raises(SpecError, match="endpoint/client"):
-        studio.moa(runtime=execution({"spec": redirected}))
+        build(studio.moa, runtime=execution({"spec": redirected}))
     with pytest.raises(SpecError, match=r"layers\[0\]\[0\]\.base_url"):  # not allowlisted
-        studio.moa(runtime=execution({"spec": plain}))
+        build(studio.moa, runtime=execution({"spec": plain}))
     monkeypatch.setenv("MOA_RUN_BASE_URLS", server.base_url)
-    assert "layer_1/a" in studio.moa(runtime=execution({"spec": plain})).nodes
+    assert "layer_1/a" in build(studio.moa, runtime=execution({"spec": plain})).nodes
 
 
 async def test_factory_graph_runs_with_per_run_context(server, model, trusted):
     """The context both builds the graph (factory) and reaches the nodes (overrides)."""
     context = {"spec": two_layer_spec(model), "temperature": 0.1, "max_tokens": 3}
-    graph = studio.moa(runtime=execution(context))
+    graph = await studio.moa(runtime=execution(context))
     out = await graph.ainvoke({"messages": [("user", QUESTION)]}, context=context)
     assert out["answer"] == "agg says: What"  # truncated to max_tokens=3 by the server
     log = server.log()
@@ -399,7 +405,7 @@ async def test_node_metadata_and_tracing_stays_off(server, model, monkeypatch, t
 
     monkeypatch.setattr(LangChainTracer, "__init__", spy)
 
-    graph = studio.moa(runtime=execution({"spec": two_layer_spec(model)}))
+    graph = await studio.moa(runtime=execution({"spec": two_layer_spec(model)}))
     nodes = graph.get_graph().nodes
     assert nodes["layer_2/b"].metadata == {
         "moa_role": "proposer",
@@ -416,3 +422,21 @@ async def test_node_metadata_and_tracing_stays_off(server, model, monkeypatch, t
     after = {k: v for k, v in os.environ.items() if k.startswith(("LANGSMITH", "LANGCHAIN"))}
     assert after == before
     langsmith.utils.get_env_var.cache_clear()
+
+
+async def test_factories_build_graphs_off_the_event_loop(model, trusted, monkeypatch):
+    """Policy checks and graph building run in a worker thread, never on the server's loop."""
+    import threading
+
+    seen: list[threading.Thread] = []
+    real = studio.build_graph
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(studio, "build_graph", spy)
+    spec = two_layer_spec(model, name="off-loop")
+    graph = await studio.moa(runtime=execution({"spec": spec}))
+    assert proposer_nodes(graph) == {"layer_1/a", "layer_1/b", "layer_2/a", "layer_2/b"}
+    assert seen and threading.main_thread() not in seen
