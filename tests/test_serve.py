@@ -350,6 +350,9 @@ def test_two_workers_from_the_command_line(upstream: OpenAIServer, tmp_path: Any
             for i in range(8)
         ]
         assert answers == [f"agg says: w{i}" for i in range(8)]
+        # On a loopback address a request naming another host (DNS rebinding) is refused.
+        rebound = httpx.get(f"{base}/v1/models", headers={"Host": "evil.example:80"})
+        assert rebound.status_code == 400
     finally:
         proc.terminate()
         proc.wait(20)

@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from langgraph_moa.serve.app import Limits, create_app
+from langgraph_moa.web.app import LOOPBACK
 
 __all__ = ["Limits", "add_parser", "app_from_env", "create_app", "main"]
 
@@ -61,6 +62,7 @@ def app_from_env() -> Any:
         limits=Limits(max_concurrent_runs=config.get("max_concurrent") or 64),
         db_path=config.get("db"),
         include_ui=not config.get("no_ui"),
+        allowed_hosts=config.get("allowed_hosts"),
     )
 
 
@@ -74,6 +76,8 @@ def main(args: argparse.Namespace) -> int:
         "max_concurrent": args.max_concurrent,
         "db": args.db,
         "no_ui": args.no_ui,
+        # On a loopback address only loopback Host names (no DNS rebinding); elsewhere any.
+        "allowed_hosts": LOOPBACK if args.host in LOOPBACK else None,
     }
     os.environ[CONFIG_ENV] = json.dumps(config)
     app_from_env()  # fail here, once, with a clear error (bad spec, unset token variable)

@@ -17,7 +17,7 @@ import hmac
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +89,7 @@ def create_app(
     limits: Limits | None = None,
     db_path: str | os.PathLike[str] | None = None,
     include_ui: bool = True,
+    allowed_hosts: Sequence[str] | None = None,
     chat_models: Mapping[str, BaseChatModel] | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``specs`` (model name -> spec).
@@ -96,6 +97,8 @@ def create_app(
     ``api_key_env`` names the variable holding the bearer token clients must send (compared
     in constant time); with it the web UI is not mounted (the page has no login).
     ``db_path``: the SQLite file of the UI's conversations (default: the CLI's thread store).
+    ``allowed_hosts`` refuses requests naming another ``Host`` (``moa serve`` on a loopback
+    address allows only loopback names, so a DNS-rebinding web page cannot spend its keys).
     """
     limits = limits or Limits()
     token = None
@@ -216,6 +219,10 @@ def create_app(
         app.include_router(
             ui_router(dict(specs), db_path=Path(db_path or _default_db()), chat_models=chat_models)
         )
+    if allowed_hosts is not None:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     return app
 
 
