@@ -256,6 +256,8 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
     calls = final.get("calls", [])
     if args.json:
         out = {k: final.get(k) for k in ("answer", "references", "answers", "calls")}
+        # beyond the paper (issue 15): rank-then-fuse and early stopping, when they ran
+        out.update({k: final[k] for k in ("rankings", "stop_checks", "early_stop") if final.get(k)})
         out["totals"] = totals(calls)
         if final.get("fallback_reason"):
             out["fallback_reason"] = final["fallback_reason"]

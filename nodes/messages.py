@@ -11,10 +11,12 @@ from collections.abc import Callable
 from langchain_core.messages import AnyMessage
 
 from langgraph_moa.errors import ContextOverflowError
+from langgraph_moa.graphs import names
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import MoAState
 from langgraph_moa.nodes import budget
 from langgraph_moa.nodes.seat import Seat
+from langgraph_moa.nodes.window import window_references
 from langgraph_moa.prompts import inject_references, with_system_prompt
 
 
@@ -22,10 +24,20 @@ def prepare_messages(
     state: MoAState, model: ModelSpec, spec: MoASpec, seat: Seat, window: int | None = None
 ) -> tuple[list[AnyMessage], int]:
     """The exact messages this model receives, and how many references were shortened."""
+    if seat.role == "ranker":
+        from langgraph_moa.nodes.rank import ranking_messages
+
+        return ranking_messages(state, model, spec, seat), 0
+    if seat.role == "judge":
+        from langgraph_moa.nodes.stop import judge_messages
+
+        return judge_messages(state, model, spec), 0
     messages = with_system_prompt(list(state["messages"]), model.system_prompt)
     if not seat.references:
         return messages, 0
     references = list(state.get("references") or [])
+    if spec.aggregate_window is not None and seat.node in (names.WINDOW, names.AGGREGATOR):
+        references = window_references(state, spec, seat.node)  # Self-MoA-Seq
     window = window or model.context_window
     truncated = 0
     if window:
