@@ -91,3 +91,17 @@ def test_estimate_counts_every_window_call(model):
     assert loop <= edges
     with pytest.raises(SpecError, match="aggregate_window"):
         parse_spec({"layers": [[model("a")]], "aggregator": model("agg"), "aggregate_window": 0})
+
+
+@pytest.mark.parametrize(
+    ("name", "calls"),
+    [("ranked-moa-lite", 13), ("self-moa-seq", 8), ("early-stop-moa", 21)],
+)
+def test_the_example_specs_load_build_and_count_their_calls(name, calls):
+    from pathlib import Path
+
+    from langgraph_moa.graphs.spec import load_spec
+
+    spec = load_spec(Path(__file__).parents[1] / "examples" / f"{name}.yaml")
+    build_graph(spec).compile()
+    assert estimate(spec).totals()["calls"] == calls <= worst_calls(spec)
