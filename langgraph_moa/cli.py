@@ -135,6 +135,13 @@ class Progress:
             line = f"{who} answered by fallback {event['model']} (for {event['replaces']})"
         elif kind == "layer_finished":
             line = f"layer {event['layer']}: {event['answers']}/{event['of']} answers"
+        elif kind == "layer_ranked":
+            failed = f" ({event['failed']} of {event['rankers']} rankers failed)"
+            line = f"layer {event['layer']} ranked: kept {', '.join(event['kept'])}" + (
+                failed if event["failed"] else ""
+            )
+        elif kind == "layer_stop_check" and event.get("stop"):
+            line = f"layer {event['layer']}: stopping early ({event['reason']})"
         else:
             return
         print(line, file=sys.stderr, flush=True)

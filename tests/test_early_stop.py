@@ -148,3 +148,40 @@ def test_early_stop_is_validated_drawn_and_estimated(model):
     nodes = [c.node for c in estimate(spec).calls]
     assert nodes.count("layer_1/stop/judge") == 1 and "layer_3/stop/judge" not in nodes
     assert worst_calls(spec) == 6 + 2 + 1
+
+
+async def test_max_cost_counts_a_layers_rankers_before_it_runs(model, server, run):
+    from langgraph_moa.errors import CostLimitError
+
+    price = {"input": 1000, "output": 1000}  # USD per 1M tokens: a call of ~600 tokens ~ $0.6
+    spec = {
+        "layers": [[model(n, max_tokens=100, price=price) for n in "abc"]] * 2,
+        "aggregator": model("agg", max_tokens=100, price=price),
+    }
+    layer_1 = sum(c.cost_usd for c in estimate(parse_spec(spec), "What is 2+2?").calls[:3])
+    ranked = {**spec, "rank": {"top_k": 1}}
+    with_rankers = sum(c.cost_usd for c in estimate(parse_spec(ranked), "What is 2+2?").calls[:6])
+    limit = (layer_1 + with_rankers) / 2  # layer 1 alone fits, layer 1 + its rankers not
+    await run({**spec, "max_cost": limit * 10})  # sanity: the unranked run is affordable
+    server.reset()
+    with pytest.raises(CostLimitError) as err:
+        await run({**ranked, "max_cost": limit})
+    assert err.value.step == "layer_1" and server.log() == []
+
+
+def test_a_client_judge_is_checked_like_any_model(model):
+    from langgraph_moa.graphs.policy import RunPolicy
+
+    policy = RunPolicy(trust_specs=True, base_urls=("http://127.0.0.1:*",))
+    base = {"layers": [[model("a", max_tokens=64)]], "aggregator": model("agg", max_tokens=64)}
+    judge = model("judge", max_tokens=64, api_key_env="HOME")
+    with pytest.raises(SpecError, match=r"context\.spec\.early_stop\.judge\.api_key_env"):
+        policy.check_spec({**base, "layers": base["layers"] * 2, "early_stop": {"judge": judge}})
+    with pytest.raises(SpecError, match=r"context\.spec\.rank\.judge\.params\.base_url"):
+        policy.check_spec(
+            {
+                **base,
+                "layers": [[model("a", max_tokens=64), model("b", max_tokens=64)]],
+                "rank": {"top_k": 1, "judge": {**judge, "params": {"base_url": "http://x"}}},
+            }
+        )
