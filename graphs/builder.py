@@ -55,7 +55,7 @@ def _add_model(
         seat.node,
         with_sync(node, seat.node),
         retry_policy=retry_policy(model),
-        cache_policy=CachePolicy(key_func=cache_key(model, spec, seat), ttl=spec.cache_ttl)
+        cache_policy=CachePolicy(key_func=cache_key(model, spec, seat, gate), ttl=spec.cache_ttl)
         if spec.cache
         else None,
         error_handler=with_sync(

@@ -106,11 +106,11 @@ def layer_entry(
             }
         )
         if layer > 1:
-            _guard_cost(costs.guard_layer(state, spec, layer, runtime.context), state)
+            raise_over_cost(costs.guard_layer(state, spec, layer, runtime.context), state)
             return {}
         validate_messages(state.get("messages") or [])
         spec.check_keys()
-        _guard_cost(costs.guard_layer(state, spec, layer, runtime.context), None)
+        raise_over_cost(costs.guard_layer(state, spec, layer, runtime.context), None)
         return {
             "answers": Overwrite({}),
             "calls": Overwrite([]),
@@ -186,7 +186,7 @@ def layer_reducer(
             if last:  # the aggregator is next: does its worst case still fit max_cost?
                 pending = layer if spec.rankers(layer) else None
                 over = costs.guard_final(state, spec, runtime.context, references, False, pending)
-                _guard_cost(over, state)
+                raise_over_cost(over, state)
             return {"references": references}
         failures = {
             c["model"]: c["error"] or c["status"]
@@ -197,7 +197,7 @@ def layer_reducer(
         if not can_fall_back:
             error.partial = computed(state)
             raise error
-        _guard_cost(costs.guard_final(state, spec, runtime.context, references, True), state)
+        raise_over_cost(costs.guard_final(state, spec, runtime.context, references, True), state)
         return {"references": references, "fallback_reason": str(error)}
 
     return reduce
@@ -211,7 +211,7 @@ def run_params(context: Context | None) -> dict[str, Any]:
     return {k: v for k, v in overrides.items() if v is not None}
 
 
-def _guard_cost(error: CostLimitError | None, state: MoAState | None) -> None:
+def raise_over_cost(error: CostLimitError | None, state: MoAState | None) -> None:
     """Raise max_cost's error (issue 15) with what the run computed so far."""
     if error is not None:
         error.partial = computed(state) if state is not None else None

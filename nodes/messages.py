@@ -57,16 +57,21 @@ def prepare_messages(
     )
 
 
-def cache_key(model: ModelSpec, spec: MoASpec, seat: Seat) -> Callable[[MoAState], str]:
+def cache_key(
+    model: ModelSpec, spec: MoASpec, seat: Seat, gate: Callable[[MoAState], bool] | None = None
+) -> Callable[[MoAState], str]:
     """CachePolicy key: what decides the answer (the model and the exact prompt it would get),
     and the run's overrides of the model's settings (``state["run_params"]``, written by
     ``layer_1``: a key function sees only the node's input, never the run's context); not the
-    rest of the state (per-call records, other layers)."""
+    rest of the state (per-call records, other layers). A gated node (a ranker, the
+    early-stopping judge) keys on its gate too: a skipped call's empty result is never reused
+    for a call that should be made."""
 
     def key(state: MoAState) -> str:
         messages, _ = prepare_messages(state, model, spec, seat)
         prompt = [(m.type, m.text) for m in messages]
         settings = model.model_dump(mode="json", exclude={"fallback"})
-        return json.dumps([settings, prompt, state.get("run_params") or {}])
+        called = [gate(state)] if gate is not None else []
+        return json.dumps([settings, prompt, state.get("run_params") or {}, *called])
 
     return key

@@ -63,7 +63,7 @@ def question_of(messages: list[AnyMessage]) -> str:
     return next((m.text for m in reversed(messages) if m.type == "human"), "")
 
 
-def _fit(texts: list[str], model: ModelSpec, frame: list[AnyMessage], who: str) -> list[str]:
+def fit_answers(texts: list[str], model: ModelSpec, frame: list[AnyMessage], who: str) -> list[str]:
     """Shorten ``texts`` (longest first) to fit ``model``'s context window, if it has one."""
     if not model.context_window:
         return texts
@@ -96,7 +96,7 @@ def ranking_messages(
         return [HumanMessage(content=prompt)]
 
     texts = [items[node] for node in order]
-    texts = _fit(texts, model, render([""] * len(texts)), str(model.name))
+    texts = fit_answers(texts, model, render([""] * len(texts)), str(model.name))
     return render(texts)
 
 

@@ -29,7 +29,7 @@ from langgraph_moa import costs
 from langgraph_moa.graphs import names
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import Context, EarlyStop, MoAState, StopCheck
-from langgraph_moa.nodes.layer import _guard_cost, layer_references, strip_reasoning
+from langgraph_moa.nodes.layer import layer_references, raise_over_cost, strip_reasoning
 from langgraph_moa.nodes.seat import Seat
 from langgraph_moa.prompts import STOP_PROMPT
 
@@ -86,7 +86,7 @@ def should_judge(layer: int, spec: MoASpec, state: Mapping[str, Any]) -> bool:
 
 def judge_messages(state: MoAState, model: ModelSpec, spec: MoASpec) -> list[AnyMessage]:
     """What the judge receives: the question and what the next step would read."""
-    from langgraph_moa.nodes.rank import _fit, question_of
+    from langgraph_moa.nodes.rank import fit_answers, question_of
 
     def render(texts: list[str]) -> list[AnyMessage]:
         answers = "\n\n".join(f"[{i}]\n{t}" for i, t in enumerate(texts, 1))
@@ -94,7 +94,7 @@ def judge_messages(state: MoAState, model: ModelSpec, spec: MoASpec) -> list[Any
         return [HumanMessage(content=prompt)]
 
     texts = list(state.get("references") or [])
-    return render(_fit(texts, model, render([""] * len(texts)), str(model.name)))
+    return render(fit_answers(texts, model, render([""] * len(texts)), str(model.name)))
 
 
 def saved_calls(spec: MoASpec, layer: int) -> int:
@@ -139,7 +139,9 @@ def stop_decider(
         update: dict[str, Any] = {"stop_checks": [check], "verdict": ""}
         if reason is not None:
             references = list(state.get("references") or [])
-            _guard_cost(costs.guard_final(state, spec, runtime.context, references, False), state)
+            raise_over_cost(
+                costs.guard_final(state, spec, runtime.context, references, False), state
+            )
             update["early_stop"] = EarlyStop(
                 layer=layer,
                 reason=reason,

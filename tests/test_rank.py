@@ -232,3 +232,16 @@ def test_cli_json_shows_the_ranking(capsys):
     _print_result(final, argparse.Namespace(json=True), False)
     out = json.loads(capsys.readouterr().out)
     assert out["rankings"][0]["kept"] == ["layer_1/a"] and "early_stop" not in out
+
+
+async def test_an_identical_cached_rerun_calls_no_ranker(model, server):
+    from langgraph.cache.memory import InMemoryCache
+
+    server.set_behavior("judge", Behavior(content="RANKING: B > A > C"))
+    spec = {**_judge_spec(model), "cache": True}
+    graph = create_moa(spec, cache=InMemoryCache())
+    first = await graph.ainvoke({"messages": [("user", "Q?")]})
+    assert len(server.log("judge")) == 1
+    server.reset()
+    again = await graph.ainvoke({"messages": [("user", "Q?")]})
+    assert server.log() == [] and again["rankings"] == first["rankings"]
