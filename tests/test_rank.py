@@ -245,3 +245,14 @@ async def test_an_identical_cached_rerun_calls_no_ranker(model, server):
     server.reset()
     again = await graph.ainvoke({"messages": [("user", "Q?")]})
     assert server.log() == [] and again["rankings"] == first["rankings"]
+
+
+def test_node_names_of_the_new_steps_parse():
+    from langgraph_moa.graphs import names
+
+    assert names.parse(names.ranker(2, "qwen")) == ("ranker", 2, "qwen")
+    assert names.parse(names.rank(2)) == ("rank", 2, None)
+    assert names.parse(names.judge(1, "gpt-4o")) == ("judge", 1, "gpt-4o")
+    assert names.parse(names.stop(1)) == ("stop", 1, None)
+    assert names.parse(names.WINDOW) == ("window", None, None)
+    assert names.parse("layer_1/qwen") == ("proposer", 1, "qwen")

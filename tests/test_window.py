@@ -105,3 +105,11 @@ def test_the_example_specs_load_build_and_count_their_calls(name, calls):
     spec = load_spec(Path(__file__).parents[1] / "examples" / f"{name}.yaml")
     build_graph(spec).compile()
     assert estimate(spec).totals()["calls"] == calls <= worst_calls(spec)
+
+
+def test_a_window_as_large_as_the_layer_slides_only_when_the_references_do_not_fit(model):
+    spec = parse_spec(_spec(model, aggregate_window=32))
+    short = {"messages": [HumanMessage("Q?")], "references": ["x" * 90] * 6}
+    assert plan(short, spec) == [[0, 1, 2, 3, 4, 5]]  # they fit: one call
+    long = {**short, "references": ["x" * 600] * 6}
+    assert len(plan(long, spec)) > 1
