@@ -3,6 +3,14 @@
     START -> layer_1 -> layer_1/<proposer> x N (one super-step, in parallel)
           -> layer_1/aggregate -> layer_2 -> ... -> [review] -> aggregator -> END
 
+Optional steps (issue 15) are more nodes of the same graph, each model call a model node like
+a proposer's (same retries, timeouts, fallbacks, cache and call records):
+
+    layer_k/aggregate -> layer_k/rank/<ranker> x R -> layer_k/rank         (``rank``)
+                      -> [layer_k/stop/<judge>] -> layer_k/stop -?-> layer_k+1 | final
+                                                                          (``early_stop``)
+    final: [review] -?-> aggregator/window (loops) -> aggregator          (``aggregate_window``)
+
 ``build_graph`` returns the *uncompiled* graph so callers choose the checkpointer, store and
 cache, or add it to a bigger graph; ``create_moa`` compiles it for the common case.
 """
@@ -37,6 +45,10 @@ MoAGraph = StateGraph[MoAState, Context, InputState, OutputState]
 """The uncompiled MoA graph (``build_graph``)."""
 CompiledMoA = CompiledStateGraph[MoAState, Context, InputState, OutputState]
 """The compiled MoA graph (``create_moa``)."""
+
+
+Step = list[str] | Callable[[Any], str]
+"""Where a node hands on: fixed nodes (several = a fan-out), or a route deciding at run time."""
 
 
 def _add_model(
@@ -150,10 +162,6 @@ def build_graph(
     _add_model(graph, spec.aggregator, spec, seat, END, chat_models)
     graph.add_edge(AGGREGATOR, END)
     return graph
-
-
-Step = list[str] | Callable[[Any], str]
-"""Where a node hands on: fixed nodes (several = a fan-out), or a route deciding at run time."""
 
 
 def _route(step: Step) -> Callable[[Any], str | list[str]]:
