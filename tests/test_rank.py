@@ -256,3 +256,21 @@ def test_node_names_of_the_new_steps_parse():
     assert names.parse(names.stop(1)) == ("stop", 1, None)
     assert names.parse(names.WINDOW) == ("window", None, None)
     assert names.parse("layer_1/qwen") == ("proposer", 1, "qwen")
+
+
+def test_moa_serve_extension_can_include_the_ranking():
+    from langgraph_moa.serve import openai_api as oa
+
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "Q"}],
+        "moa": {"include": ["rankings", "early_stop"]},
+    }
+    request = oa.parse_request(body, max_messages=10, max_tokens_cap=100)
+    out = {"answer": "x", "calls": [], "rankings": [{"layer": 1}], "early_stop": None}
+    completion = oa.completion("id", "m", out, request.moa.include if request.moa else [])
+    assert completion["moa"] == {"rankings": [{"layer": 1}], "early_stop": None}
+    with pytest.raises(oa.APIError, match="unknown item"):
+        oa.parse_request(
+            {**body, "moa": {"include": ["answers"]}}, max_messages=10, max_tokens_cap=100
+        )
