@@ -274,3 +274,19 @@ def test_moa_serve_extension_can_include_the_ranking():
         oa.parse_request(
             {**body, "moa": {"include": ["answers"]}}, max_messages=10, max_tokens_cap=100
         )
+
+
+async def test_a_peer_whose_answer_failed_is_not_asked_to_rank(model, server, run):
+    for name, ranking in (("a", "A > B > C"), ("b", "B > C > A"), ("c", "C > A > B")):
+        server.set_behavior(name, Behavior(content=f"{name} ok. RANKING: {ranking}"))
+    server.set_behavior("d", Behavior(always_status=401))
+    spec = {
+        "layers": [[model(n) for n in "abcd"]],
+        "aggregator": model("agg"),
+        "rank": {"top_k": 2},
+    }
+    out = await run(spec)
+    assert len(server.log("d")) == 1  # its proposer call (401: not retried), no ranker call
+    [ranking] = out["rankings"]
+    assert [r["ranker"] for r in ranking["rankers"]] == [f"layer_1/rank/{n}" for n in "abc"]
+    assert all(r["ok"] for r in ranking["rankers"]) and len(out["references"]) == 2
