@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 
@@ -14,7 +13,7 @@ from langgraph_moa.graphs.builder import build_graph, create_moa
 from langgraph_moa.graphs.policy import RunPolicy
 from langgraph_moa.graphs.spec import parse_spec
 from langgraph_moa.nodes.rank import borda, label, parse_ranking, shuffled
-from langgraph_moa.testing import Behavior, RecordingChatModel
+from langgraph_moa.testing import Behavior, OpenAIServer, RecordingChatModel
 
 LABELS = ["A", "B", "C"]
 
@@ -219,32 +218,45 @@ def test_estimate_and_the_policy_count_ranker_calls(model):
         policy.check_spec({**big, "rank": {"top_k": 4}})
 
 
-def test_cli_json_shows_the_ranking(capsys):
-    from langgraph_moa.cli import _print_result
+def test_the_cli_shows_rankings_and_the_early_stop(tmp_path):
+    import os
+    import subprocess
+    import sys
 
-    final = {
-        "answer": "x",
-        "references": ["r"],
-        "answers": {},
-        "calls": [],
-        "rankings": [{"layer": 1, "order": ["layer_1/a"], "kept": ["layer_1/a"]}],
-    }
-    _print_result(final, argparse.Namespace(json=True), False)
-    out = json.loads(capsys.readouterr().out)
-    assert out["rankings"][0]["kept"] == ["layer_1/a"] and "early_stop" not in out
+    import yaml
 
+    with OpenAIServer() as server:
+        server.set_behavior("judge", Behavior(content="B is best.\nRANKING: B > A > C"))
+        model = lambda n: {"name": n, "model": f"openai:{n}", "base_url": server.base_url}  # noqa: E731
+        layer = [model("a"), model("b"), model("c")]
+        spec = {
+            "layers": [layer, layer, layer],
+            "aggregator": model("agg"),
+            "rank": {"judge": model("judge"), "top_k": 2},
+            "early_stop": {"similarity": 0.9},
+        }
+        path = tmp_path / "spec.yaml"
+        path.write_text(yaml.safe_dump(spec))
 
-async def test_an_identical_cached_rerun_calls_no_ranker(model, server):
-    from langgraph.cache.memory import InMemoryCache
+        def moa(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "langgraph_moa.cli", "--spec", str(path), *args]
+            return subprocess.run(
+                command, capture_output=True, text=True, timeout=60, env=os.environ
+            )
 
-    server.set_behavior("judge", Behavior(content="RANKING: B > A > C"))
-    spec = {**_judge_spec(model), "cache": True}
-    graph = create_moa(spec, cache=InMemoryCache())
-    first = await graph.ainvoke({"messages": [("user", "Q?")]})
-    assert len(server.log("judge")) == 1
-    server.reset()
-    again = await graph.ainvoke({"messages": [("user", "Q?")]})
-    assert server.log() == [] and again["rankings"] == first["rankings"]
+        out = moa("--json", "Q?")
+        assert out.returncode == 0, out.stderr
+        result = json.loads(out.stdout)
+        assert [r["layer"] for r in result["rankings"]] == [1, 2]
+        assert result["rankings"][0]["rankers"][0]["reasons"] == "B is best."
+        assert result["early_stop"]["layer"] == 2 and result["early_stop"]["layers_saved"] == 1
+        assert [c["similarity"] for c in result["stop_checks"]] == [None, 1.0]
+        assert "ranker" in {c["role"] for c in result["calls"]}
+        progress = moa("Q?").stderr
+        assert (
+            "layer 1 ranked: kept" in progress
+            and "layer 2: stopping early (similarity)" in progress
+        )
 
 
 def test_node_names_of_the_new_steps_parse():
