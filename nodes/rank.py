@@ -8,6 +8,8 @@ How, and why:
   ranker's node name: the same run always builds the same prompt, so the response cache and
   a resumed run agree). Labels hide which model wrote what; per-ranker shuffles spread
   position bias over the rankers.
+* **The question is the last user turn.** Rankers (and the early-stopping judge) read it and
+  the answers in one user message (``prompts/rank.txt``), not the whole conversation.
 * **Own answer included.** A peer ranks every answer of the layer, its own too (under a label
   like the others). Excluding it would leave a two-model layer one answer per ranker, nothing
   to rank; anonymity and averaging over rankers temper self-preference.
