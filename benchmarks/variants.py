@@ -9,7 +9,10 @@ markdown table:
 * cache: a first run vs an identical re-run with the persistent ``SqliteCache`` (calls, wall);
 * reference caps: the tokens every layer-2 proposer and the aggregator read, with and without
   ``reference_max_tokens`` (tokens as the server counts them: words);
-* estimate: ``moa estimate``'s worst case for the same spec next to what the run used.
+* estimate: ``moa estimate``'s worst case for the same spec next to what the run used;
+* rank-then-fuse: what layer 2 and the aggregator read when a judge keeps the top 3 of 6;
+* Self-MoA-Seq: references cut vs read whole by an aggregator with a small context window;
+* early stopping: calls and wall time of 3 layers whose answers stop changing.
 """
 
 from __future__ import annotations
@@ -99,11 +102,110 @@ async def main(latency: float) -> None:
                 f"estimate/run = {worst['cost_usd'] / real:.2f}x (an upper bound)",
             )
         )
+        rows += await rank_rows(server, question)
+        rows += await window_rows(server, question)
+        rows += await early_stop_rows(server, question)
     await aclose_clients()
     print(f"paper MoA shape (6+6 proposers + aggregator), {latency:g} s per call, 300-word answers")
     print("| variant | without | with | saved |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+
+
+async def _measure(server: OpenAIServer, spec: dict[str, Any], question: str) -> dict[str, Any]:
+    server.reset()
+    out, wall = await timed_run(create_moa(spec), question)
+    return {"out": out, "wall": wall, "log": server.log(), "calls": len(server.log())}
+
+
+async def rank_rows(server: OpenAIServer, question: str) -> list[tuple[str, str, str, str]]:
+    """Rank-then-fuse with one judge keeping the top 3 of 6 after each layer: what layer 2
+    and the aggregator read, for one extra call per layer."""
+    judge = {**paper_spec(server.base_url)["aggregator"], "name": "judge", "model": "openai:judge"}
+    latency = server.behavior_for("p1").latency  # the judge takes as long as anyone
+    server.set_behavior(
+        "judge", Behavior(latency=latency, content="RANKING: A > B > C > D > E > F")
+    )
+    base = await _measure(server, paper_spec(server.base_url), question)
+    ranked = await _measure(
+        server, paper_spec(server.base_url, rank={"judge": judge, "top_k": 3}), question
+    )
+    server.set_behavior("judge", None)
+    reads = [
+        sum(r["prompt_tokens"] for r in m["log"] if r["model"] != "judge" and _reads(r))
+        for m in (base, ranked)
+    ]
+    return [
+        (
+            "rank-then-fuse (judge, top_k 3 of 6): tokens read by layer 2 + aggregator",
+            f"{reads[0]} ({base['calls']} calls)",
+            f"{reads[1]} ({ranked['calls']} calls)",
+            f"{reads[0] - reads[1]} ({1 - reads[1] / reads[0]:.0%}) for 2 judge calls",
+        )
+    ]
+
+
+async def window_rows(server: OpenAIServer, question: str) -> list[tuple[str, str, str, str]]:
+    """Self-MoA-Seq with an aggregator of 2500 tokens: how much of the references it reads."""
+
+    def spec(**extra: Any) -> dict[str, Any]:
+        out = paper_spec(server.base_url, **extra)
+        out["layers"] = out["layers"][:1]
+        out["aggregator"] = {**out["aggregator"], "context_window": 2500}
+        return out
+
+    base = await _measure(server, spec(), question)
+    seq = await _measure(server, spec(aggregate_window=3), question)
+
+    def truncated(m: dict[str, Any]) -> int:
+        return sum(c["truncated"] for c in m["out"]["calls"] if c["role"] == "aggregator")
+
+    def aggregator_calls(m: dict[str, Any]) -> int:
+        return sum(r["model"] == "agg" for r in m["log"])
+
+    return [
+        (
+            "Self-MoA-Seq (aggregate_window 3, 2500-token aggregator, 6 answers):"
+            " references cut / aggregator calls / wall",
+            f"{truncated(base)} cut / {aggregator_calls(base)} / {base['wall']:.2f} s",
+            f"{truncated(seq)} cut / {aggregator_calls(seq)} / {seq['wall']:.2f} s",
+            "every answer read whole, for the extra sequential calls",
+        )
+    ]
+
+
+async def early_stop_rows(server: OpenAIServer, question: str) -> list[tuple[str, str, str, str]]:
+    """Early stopping on 3 proposer layers of 6 whose answers stop changing after layer 1
+    (the test server answers every layer alike)."""
+
+    def spec(**extra: Any) -> dict[str, Any]:
+        out = paper_spec(server.base_url, **extra)
+        out["layers"] = [out["layers"][0]] * 3
+        return out
+
+    judge = {**paper_spec(server.base_url)["aggregator"], "name": "judge", "model": "openai:judge"}
+    latency = server.behavior_for("p1").latency
+    verdict = "Consistent and complete.\nVERDICT: FINAL"
+    server.set_behavior("judge", Behavior(latency=latency, content=verdict))
+    base = await _measure(server, spec(), question)
+    rows = []
+    for label, extra in (
+        ("similarity 0.9", {"similarity": 0.9}),
+        ("judge says FINAL", {"judge": judge}),
+    ):
+        stopped = await _measure(server, spec(early_stop=extra), question)
+        saved = stopped["out"]["early_stop"]
+        rows.append(
+            (
+                f"early stop ({label}), 3 layers of 6: calls, wall",
+                f"{base['calls']} calls, {base['wall']:.2f} s",
+                f"{stopped['calls']} calls, {stopped['wall']:.2f} s",
+                f"{base['calls'] - stopped['calls']} calls, {base['wall'] - stopped['wall']:.2f} s"
+                f" (stopped after layer {saved['layer']}, {saved['layers_saved']} layers)",
+            )
+        )
+    server.set_behavior("judge", None)
+    return rows
 
 
 def _reads(record: dict[str, Any]) -> bool:

@@ -3,14 +3,23 @@
     START -> layer_1 -> layer_1/<proposer> x N (one super-step, in parallel)
           -> layer_1/aggregate -> layer_2 -> ... -> [review] -> aggregator -> END
 
+Optional steps (issue 15) are more nodes of the same graph, each model call a model node like
+a proposer's (same retries, timeouts, fallbacks, cache and call records):
+
+    layer_k/aggregate -> layer_k/rank/<ranker> x R -> layer_k/rank         (``rank``)
+                      -> [layer_k/stop/<judge>] -> layer_k/stop -?-> layer_k+1 | final
+                                                                          (``early_stop``)
+    final: [review] -?-> aggregator/window (loops) -> aggregator          (``aggregate_window``)
+
 ``build_graph`` returns the *uncompiled* graph so callers choose the checkpointer, store and
 cache, or add it to a bigger graph; ``create_moa`` compiles it for the common case.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -19,20 +28,27 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import CachePolicy
 
 from langgraph_moa.graphs import names
-from langgraph_moa.graphs.names import AGGREGATOR, FALLBACK, REVIEW
+from langgraph_moa.graphs.names import AGGREGATOR, FALLBACK, REVIEW, WINDOW
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec, resolve_spec
 from langgraph_moa.graphs.state import Context, InputState, MoAState, OutputState
 from langgraph_moa.nodes.failures import retry_policy
 from langgraph_moa.nodes.layer import layer_entry, layer_reducer, review, route_after_layer
 from langgraph_moa.nodes.messages import cache_key
-from langgraph_moa.nodes.model import failure_handler, model_node
+from langgraph_moa.nodes.model import failure_handler, gated, model_node
+from langgraph_moa.nodes.rank import rank_combiner, should_rank
 from langgraph_moa.nodes.seat import Seat
+from langgraph_moa.nodes.stop import judge_seat, route_after_stop, should_judge, stop_decider
 from langgraph_moa.nodes.sync import with_sync
+from langgraph_moa.nodes.window import windows_route
 
 MoAGraph = StateGraph[MoAState, Context, InputState, OutputState]
 """The uncompiled MoA graph (``build_graph``)."""
 CompiledMoA = CompiledStateGraph[MoAState, Context, InputState, OutputState]
 """The compiled MoA graph (``create_moa``)."""
+
+
+Step = list[str] | Callable[[Any], str]
+"""Where a node hands on: fixed nodes (several = a fan-out), or a route deciding at run time."""
 
 
 def _add_model(
@@ -42,12 +58,16 @@ def _add_model(
     seat: Seat,
     goto: str,
     chat_models: Mapping[str, BaseChatModel],
+    gate: Callable[[MoAState], bool] | None = None,
 ) -> None:
+    node = model_node(model, spec, seat, chat_models)
+    if gate is not None:
+        node = gated(gate, node)
     graph.add_node(
         seat.node,
-        with_sync(model_node(model, spec, seat, chat_models), seat.node),
+        with_sync(node, seat.node),
         retry_policy=retry_policy(model),
-        cache_policy=CachePolicy(key_func=cache_key(model, spec, seat), ttl=spec.cache_ttl)
+        cache_policy=CachePolicy(key_func=cache_key(model, spec, seat, gate), ttl=spec.cache_ttl)
         if spec.cache
         else None,
         error_handler=with_sync(
@@ -82,7 +102,13 @@ def build_graph(
         MoAState, context_schema=context_schema, input_schema=InputState, output_schema=OutputState
     )
     final_layer = len(spec.layers) + 1
-    after_last = REVIEW if spec.review else AGGREGATOR
+    fallback = spec.aggregator.fallback is not None
+    # What comes after the proposer layers (and after an early stop): review, Self-MoA-Seq's
+    # window calls, or straight the aggregator.
+    to_aggregator = windows_route(spec) if spec.aggregate_window is not None else None
+    aggregator_entry = [WINDOW, AGGREGATOR] if to_aggregator else [AGGREGATOR]
+    final: Step = [REVIEW] if spec.review else (to_aggregator or [AGGREGATOR])
+    final_targets = [REVIEW] if spec.review else aggregator_entry
     for k, models in enumerate(spec.layers, 1):
         entry, reducer = names.layer(k), names.aggregate(k)
         graph.add_node(entry, with_sync(layer_entry(k, spec), entry), metadata={"moa_layer": k})
@@ -102,11 +128,24 @@ def build_graph(
         graph.add_node(
             reducer, with_sync(layer_reducer(k, spec), reducer), metadata={"moa_layer": k}
         )
-        nxt = names.layer(k + 1) if k < len(spec.layers) else after_last
-        if spec.aggregator.fallback is None:
-            graph.add_edge(reducer, nxt)
-        else:  # a layer below its quorum goes to the fallback instead
-            graph.add_conditional_edges(reducer, route_after_layer(nxt), [nxt, FALLBACK])
+        # The steps after the reducer, in order; each hands on to the head of the rest.
+        nxt: Step = [names.layer(k + 1)] if k < len(spec.layers) else final
+        nxt_targets = [names.layer(k + 1)] if k < len(spec.layers) else final_targets
+        stop_step = spec.early_stop is not None and k < len(spec.layers)
+        if stop_step:
+            _add_stop(graph, spec, k, chat_models, final, final_targets, nxt_targets[0])
+            judge = spec.stop_judge()
+            nxt = [names.judge(k, str(judge.name)) if judge else names.stop(k)]
+            nxt_targets = list(nxt)
+        if spec.rankers(k):
+            _add_rank(graph, spec, k, chat_models, nxt, nxt_targets)
+            nxt = nxt_targets = [names.ranker(k, str(m.name)) for m in spec.rankers(k)]
+        if fallback:  # a layer below its quorum goes to the fallback instead
+            graph.add_conditional_edges(
+                reducer, route_after_layer(_route(nxt)), [*nxt_targets, FALLBACK]
+            )
+        else:
+            _connect(graph, reducer, nxt, nxt_targets)
     if spec.aggregator.fallback is not None:
         # A whole layer failed: the aggregator's fallback answers the user directly.
         seat = Seat(node=FALLBACK, layer=final_layer, role="aggregator", references=False)
@@ -114,11 +153,102 @@ def build_graph(
         graph.add_edge(FALLBACK, END)
     if spec.review:
         graph.add_node(REVIEW, with_sync(review, REVIEW))
-        graph.add_edge(REVIEW, AGGREGATOR)
+        _connect(graph, REVIEW, to_aggregator or [AGGREGATOR], aggregator_entry)
+    if to_aggregator is not None:  # Self-MoA-Seq: one call per window but the last
+        seat = Seat(node=WINDOW, layer=final_layer, role="aggregator", references=True)
+        _add_model(graph, spec.aggregator, spec, seat, AGGREGATOR, chat_models)
+        graph.add_conditional_edges(WINDOW, to_aggregator, aggregator_entry)
     seat = Seat(node=AGGREGATOR, layer=final_layer, role="aggregator", references=True)
     _add_model(graph, spec.aggregator, spec, seat, END, chat_models)
     graph.add_edge(AGGREGATOR, END)
     return graph
+
+
+def _route(step: Step) -> Callable[[Any], str | list[str]]:
+    if callable(step):
+        return step
+    return lambda _state: step if len(step) > 1 else step[0]
+
+
+def _connect(graph: MoAGraph, source: str, step: Step, targets: list[str]) -> None:
+    if callable(step):
+        graph.add_conditional_edges(source, step, targets)
+    else:
+        for target in step:
+            graph.add_edge(source, target)
+
+
+def _add_rank(
+    graph: MoAGraph,
+    spec: MoASpec,
+    k: int,
+    chat_models: Mapping[str, BaseChatModel],
+    nxt: Step,
+    nxt_targets: list[str],
+) -> None:
+    """Rank-then-fuse after layer ``k``: one node per ranker (a fan-out like the proposers'),
+    then ``layer_k/rank`` combining their rankings."""
+    combiner = names.rank(k)
+    rankers = spec.rankers(k)
+    for model in rankers:
+        seat = Seat(
+            node=names.ranker(k, str(model.name)),
+            layer=k,
+            role="ranker",
+            references=True,
+            layer_size=len(rankers),
+        )
+        _add_model(
+            graph,
+            model,
+            spec,
+            seat,
+            combiner,
+            chat_models,
+            gate=functools.partial(should_rank, k, spec, model),
+        )
+        graph.add_edge(seat.node, combiner)
+    graph.add_node(
+        combiner,
+        with_sync(rank_combiner(k, spec), combiner),
+        metadata={"moa_layer": k, "moa_role": "rank"},
+    )
+    _connect(graph, combiner, nxt, nxt_targets)
+
+
+def _add_stop(
+    graph: MoAGraph,
+    spec: MoASpec,
+    k: int,
+    chat_models: Mapping[str, BaseChatModel],
+    final: Step,
+    final_targets: list[str],
+    next_layer: str,
+) -> None:
+    """Early stopping after layer ``k``: the judge (if any), then ``layer_k/stop`` deciding
+    between the next layer and the final steps (a conditional edge)."""
+    decider = names.stop(k)
+    judge = spec.stop_judge()
+    if judge is not None:
+        seat = judge_seat(k, judge)
+        _add_model(
+            graph,
+            judge,
+            spec,
+            seat,
+            decider,
+            chat_models,
+            gate=functools.partial(should_judge, k, spec),
+        )
+        graph.add_edge(seat.node, decider)
+    graph.add_node(
+        decider,
+        with_sync(stop_decider(k, spec), decider),
+        metadata={"moa_layer": k, "moa_role": "stop"},
+    )
+    graph.add_conditional_edges(
+        decider, route_after_stop(next_layer, _route(final)), [next_layer, *final_targets]
+    )
 
 
 def create_moa(

@@ -95,6 +95,10 @@ class RunLimits:
     layer_deadline: float = 300.0
     layer_deadline_factor: float = 10.0
     context_window: int = 1_000_000
+    calls: int = 33
+    """First-attempt model calls a client spec may make per run (``costs.worst_calls``):
+    ``layers x proposers + 1``, so rank-then-fuse, the early-stopping judge and Self-MoA-Seq
+    windows cannot take a run past the cost the layer caps already allow."""
     prompt_chars: int = 20_000
     stop_sequences: int = 4
     stop_chars: int = 64
@@ -107,6 +111,10 @@ def _where(spec: MoASpec) -> dict[int, str]:
         for j, model in enumerate(layer):
             out.update(_chain(model, f"layers[{i}][{j}]"))
     out.update(_chain(spec.aggregator, "aggregator"))
+    if spec.rank is not None and not isinstance(spec.rank.judge, str):
+        out.update(_chain(spec.rank.judge, "rank.judge"))
+    if spec.early_stop is not None:
+        out.update(_chain(spec.early_stop.judge, "early_stop.judge"))
     return out
 
 
@@ -240,6 +248,9 @@ class RunPolicy:
     def _check_raw_params(self, data: Mapping[str, Any]) -> None:
         layers = data.get("layers")
         raw: list[tuple[Any, str]] = [(data.get("aggregator"), "aggregator")]
+        for step in ("rank", "early_stop"):
+            if isinstance(data.get(step), Mapping):
+                raw.append((data[step].get("judge"), f"{step}.judge"))
         if isinstance(layers, list):
             for i, layer in enumerate(layers[: self.limits.layers + 1]):
                 if isinstance(layer, list):
@@ -270,6 +281,14 @@ class RunPolicy:
                 raise SpecError(f"context.spec.layers[{i}]: at most {lim.proposers} proposers")
         if len(spec.models()) > lim.models:
             raise SpecError(f"context.spec: at most {lim.models} models (fallbacks included)")
+        from langgraph_moa.costs import worst_calls
+
+        if (calls := worst_calls(spec)) > lim.calls:
+            raise SpecError(
+                f"context.spec: at most {lim.calls} model calls per run ({lim.layers} layers x"
+                f" {lim.proposers} proposers + the aggregator); this spec may make {calls}"
+                " (rank, early_stop.judge and aggregate_window add calls)"
+            )
         if len(spec.aggregate_prompt) > lim.prompt_chars:
             raise SpecError(f"context.spec.aggregate_prompt: at most {lim.prompt_chars} characters")
         for name, value, cap in (

@@ -11,7 +11,7 @@ import os
 import re
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import regex
 import yaml
@@ -29,6 +29,9 @@ MAX_FALLBACKS = 4
 MAX_TOKENS = 1_000_000
 MAX_CONTEXT_WINDOW = 10_000_000
 MAX_SECONDS = 3600.0
+
+RESERVED_NAMES = frozenset({"aggregate", "rank", "stop"})
+"""Proposer names that would collide with a layer's own nodes (``graphs/names.py``)."""
 
 DEFAULT_STRIP_PATTERNS = (r"<think>.*?(?:</think>|\Z)", r"<thinking>.*?(?:</thinking>|\Z)")
 """Reasoning blocks removed by default. ``strip_reasoning`` recognises these two and removes
@@ -186,6 +189,55 @@ class ModelSpec(BaseModel):
         return DEFAULT_KEY_ENV.get(self.provider)
 
 
+class RankSpec(BaseModel):
+    """Rank-then-fuse (LLM-Blender, "council" tools, Archon's ranker): after a layer, rankers
+    order its anonymised answers and only the ``top_k`` best go on as references.
+
+    ``judge: peers`` makes every model of the layer a ranker (its own answer included, under
+    a label like the others); a ``ModelSpec`` makes that one model the only ranker. Rankings
+    are combined by mean rank (Borda); ties keep spec order.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    judge: ModelSpec | Literal["peers"] = Field(
+        default="peers",
+        description="'peers' (the layer's own models rank each other) or one judge model.",
+    )
+    top_k: int = Field(ge=1, le=MAX_PROPOSERS, description="Answers kept as references.")
+    layers: list[int] | None = Field(
+        default=None,
+        max_length=MAX_LAYERS,
+        description="1-based proposer layers to rank (default: every layer with more than"
+        " top_k proposers).",
+    )
+
+
+class EarlyStopSpec(BaseModel):
+    """Early stopping (Sparse-MoA's moderator; Residual-MoA's convergence stop): after a
+    proposer layer, skip the remaining layers straight to the aggregator when a judge says the
+    layer's answers are final, or when they agree with the previous layer's answers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    judge: ModelSpec | None = Field(
+        default=None, description="A moderator model asked whether the answers are final."
+    )
+    similarity: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Stop when the layer's answers agree with the previous layer's at least"
+        " this much (mean best-match token-set Jaccard, 0-1).",
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> EarlyStopSpec:
+        if self.judge is None and self.similarity is None:
+            raise ValueError("give a judge, a similarity threshold, or both")
+        return self
+
+
 class MoASpec(BaseModel):
     """A Mixture-of-Agents: proposer layers, then one aggregator.
 
@@ -260,6 +312,22 @@ class MoASpec(BaseModel):
         description="Cap on every answer once it becomes a reference for the next layer"
         " (marked like a context-window cut); a model's own cap wins.",
     )
+    rank: RankSpec | None = Field(
+        default=None,
+        description="Rank-then-fuse: rank a layer's answers, keep the top_k as references.",
+    )
+    aggregate_window: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PROPOSERS,
+        description="Self-MoA-Seq: the aggregator reads at most this many references per call"
+        " (fewer when they would not fit its context_window whole), carrying its running"
+        " synthesis from window to window, instead of truncating them.",
+    )
+    early_stop: EarlyStopSpec | None = Field(
+        default=None,
+        description="End the layer stack early (judge verdict or layer-to-layer agreement).",
+    )
 
     @field_validator("layers")
     @classmethod
@@ -303,7 +371,10 @@ class MoASpec(BaseModel):
                 if model.name is None:
                     model.name = _unique(_default_name(model.model_id), seen)
                     seen.add(model.name)
-        for model in [m for layer in self.layers for m in layer] + [self.aggregator]:
+        for model in [m for layer in self.layers for m in layer] + [
+            self.aggregator,
+            *self.judges(),
+        ]:
             depth, chained = 0, model.fallback
             while chained is not None:
                 depth += 1
@@ -319,7 +390,51 @@ class MoASpec(BaseModel):
                     f"min_successful={self.min_successful} is larger than layer {i + 1}"
                     f" ({len(layer)} proposers)"
                 )
+            for j, model in enumerate(layer):
+                if model.name in RESERVED_NAMES:
+                    raise ValueError(
+                        f"layers[{i}][{j}].name: {model.name!r} is reserved (it names a node)"
+                    )
         return self
+
+    @model_validator(mode="after")
+    def _ranked_layers(self) -> MoASpec:
+        if self.rank is None:
+            return self
+        if self.rank.layers is not None:
+            for k in self.rank.layers:
+                if not 1 <= k <= len(self.layers):
+                    raise ValueError(f"rank.layers: {k} is not a layer (1..{len(self.layers)})")
+                if len(self.layers[k - 1]) <= self.rank.top_k:
+                    raise ValueError(
+                        f"rank.top_k: layer {k} has {len(self.layers[k - 1])} proposers,"
+                        f" nothing to drop with top_k={self.rank.top_k}"
+                    )
+        elif not self.ranked_layers():
+            raise ValueError(
+                f"rank.top_k: every layer has at most {self.rank.top_k} proposers, nothing to drop"
+            )
+        return self
+
+    def ranked_layers(self) -> list[int]:
+        """1-based layers followed by a rank step (rank-then-fuse)."""
+        if self.rank is None:
+            return []
+        if self.rank.layers is not None:
+            return sorted(set(self.rank.layers))
+        return [k for k, layer in enumerate(self.layers, 1) if len(layer) > self.rank.top_k]
+
+    def rankers(self, layer: int) -> list[ModelSpec]:
+        """The models ranking layer ``layer``'s answers (none if it is not ranked)."""
+        if self.rank is None or layer not in self.ranked_layers():
+            return []
+        if self.rank.judge == "peers":
+            return list(self.layers[layer - 1])
+        return [self.rank.judge]
+
+    def stop_judge(self) -> ModelSpec | None:
+        """The early-stopping judge, if any."""
+        return self.early_stop.judge if self.early_stop is not None else None
 
     @model_validator(mode="after")
     def _known_prices(self) -> MoASpec:
@@ -332,11 +447,17 @@ class MoASpec(BaseModel):
                 model.price = Price(input=known[0], output=known[1])
         return self
 
+    def judges(self) -> list[ModelSpec]:
+        """Models that only judge (rank-then-fuse's judge, the early-stopping judge)."""
+        rank_judge = self.rank.judge if self.rank is not None else None
+        return [m for m in (rank_judge, self.stop_judge()) if isinstance(m, ModelSpec)]
+
     def models(self) -> list[ModelSpec]:
-        """Every model of the spec, fallbacks included, in spec order."""
+        """Every model of the spec, fallbacks included, in spec order (judges last)."""
         out: list[ModelSpec] = []
-        for first in [m for layer in self.layers for m in layer] + [self.aggregator]:
-            model: ModelSpec | None = first
+        roots = [m for layer in self.layers for m in layer] + [self.aggregator, *self.judges()]
+        for root in roots:
+            model: ModelSpec | None = root
             while model is not None:
                 out.append(model)
                 model = model.fallback

@@ -20,6 +20,9 @@ from langgraph_moa.errors import InvalidInputError
 from langgraph_moa.graphs.spec import MAX_TOKENS
 
 CallStatus = Literal["ok", "failed", "timeout", "cut", "fallback"]
+Role = Literal["proposer", "aggregator", "ranker", "judge"]
+"""What a model call was for: answering (proposer), synthesising (aggregator, Self-MoA-Seq
+windows included), ranking a layer's answers (ranker) or judging whether to stop (judge)."""
 
 
 class Call(TypedDict):
@@ -33,7 +36,7 @@ class Call(TypedDict):
     """``provider:model`` string."""
     layer: int
     """1-based proposer layer; the aggregator is ``len(layers) + 1``."""
-    role: Literal["proposer", "aggregator"]
+    role: Role
     status: CallStatus
     attempts: int
     """Attempts made (1 = no retry)."""
@@ -50,6 +53,63 @@ class Call(TypedDict):
     """References shortened to fit the context window (0 = none)."""
     cost_usd: NotRequired[float | None]
     """Cost from the model's ``price`` and the tokens above; ``None`` when no price is known."""
+
+
+class RankerResult(TypedDict):
+    """One ranker's ranking of a layer's anonymised answers (rank-then-fuse)."""
+
+    ranker: str
+    """The ranker's node (``layer_k/rank/<model>``)."""
+    model: str
+    labels: dict[str, str]
+    """Label -> proposer node, as this ranker saw them (its own deterministic shuffle)."""
+    ok: bool
+    """False: the call failed or its text had no usable ``RANKING:`` line; it was ignored."""
+    order: list[str]
+    """Proposer nodes, best first (empty when not ok)."""
+    reasons: str
+    """The ranker's justification (its text before the ranking line)."""
+    raw: str
+    """The ranker's whole answer."""
+    error: str | None
+
+
+class LayerRanking(TypedDict):
+    """How a layer's answers were ranked and which went on (rank-then-fuse)."""
+
+    layer: int
+    rankers: list[RankerResult]
+    mean_rank: dict[str, float]
+    """Proposer node -> mean rank over the rankers that ranked it (1 = best)."""
+    order: list[str]
+    """Aggregate order (Borda: mean rank, ties in spec order), best first."""
+    kept: list[str]
+    """The top_k nodes whose answers became references (all, in spec order, if every
+    ranker failed)."""
+
+
+class StopCheck(TypedDict):
+    """One early-stopping decision after a layer."""
+
+    layer: int
+    similarity: float | None
+    """Agreement with the previous layer (None: not measured, e.g. after layer 1)."""
+    verdict: str | None
+    """The judge's verdict (``final``/``continue``) or None (no judge, or it failed)."""
+    judge_raw: str | None
+    stop: bool
+    reason: str | None
+    """``similarity`` or ``judge`` when the stack stopped here."""
+
+
+class EarlyStop(TypedDict):
+    """Where and why the layer stack ended early, and what that saved."""
+
+    layer: int
+    reason: str
+    layers_saved: int
+    calls_saved: int
+    """First-attempt calls the skipped layers would have made (proposers, rankers, judges)."""
 
 
 def merge_answers(left: dict[str, str], right: dict[str, str]) -> dict[str, str]:
@@ -98,11 +158,25 @@ class OutputState(TypedDict):
     calls: Annotated[list[Call], operator.add]
     fallback_reason: NotRequired[str]
     """Set when a whole layer failed and the aggregator's fallback answered the user."""
+    rankings: NotRequired[Annotated[list[LayerRanking], operator.add]]
+    """Rank-then-fuse: one record per ranked layer."""
+    stop_checks: NotRequired[Annotated[list[StopCheck], operator.add]]
+    """Early stopping: one record per decision."""
+    early_stop: NotRequired[EarlyStop | None]
+    """Early stopping: set when the layer stack ended before its last layer."""
 
 
 class MoAState(OutputState):
     """Full graph state. ``references`` is the previous layer's answers in spec order."""
 
+    rank_raw: NotRequired[Annotated[dict[str, str], merge_answers]]
+    """Rankers' raw texts by node, written in parallel, read by ``layer_k/rank``."""
+    verdict: NotRequired[str]
+    """The early-stopping judge's raw text for the current layer (read by ``layer_k/stop``)."""
+    synthesis: NotRequired[str]
+    """Self-MoA-Seq: the running synthesis of the windows aggregated so far."""
+    window: NotRequired[int]
+    """Self-MoA-Seq: how many windows were aggregated so far."""
     run_params: NotRequired[dict[str, Any]]
     """The run's overrides of model settings (``Context.temperature``/``max_tokens``), written
     by ``layer_1``: part of every cache key, so a changed override never reuses an answer."""

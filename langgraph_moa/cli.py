@@ -135,6 +135,13 @@ class Progress:
             line = f"{who} answered by fallback {event['model']} (for {event['replaces']})"
         elif kind == "layer_finished":
             line = f"layer {event['layer']}: {event['answers']}/{event['of']} answers"
+        elif kind == "layer_ranked":
+            failed = f" ({event['failed']} of {event['rankers']} rankers failed)"
+            line = f"layer {event['layer']} ranked: kept {', '.join(event['kept'])}" + (
+                failed if event["failed"] else ""
+            )
+        elif kind == "layer_stop_check" and event.get("stop"):
+            line = f"layer {event['layer']}: stopping early ({event['reason']})"
         else:
             return
         print(line, file=sys.stderr, flush=True)
@@ -256,6 +263,8 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
     calls = final.get("calls", [])
     if args.json:
         out = {k: final.get(k) for k in ("answer", "references", "answers", "calls")}
+        # beyond the paper (issue 15): rank-then-fuse and early stopping, when they ran
+        out.update({k: final[k] for k in ("rankings", "stop_checks", "early_stop") if final.get(k)})
         out["totals"] = totals(calls)
         if final.get("fallback_reason"):
             out["fallback_reason"] = final["fallback_reason"]

@@ -155,10 +155,12 @@ def estimate(
 
     ``question``: the real question (else one of ``question_tokens`` tokens is assumed);
     ``max_tokens``: the run's override of every model's ``max_tokens`` (as ``--max-tokens``).
+    Counts every optional step as if it ran: every ranker, the early-stopping judge after
+    every layer but the last (no layer skipped), and every Self-MoA-Seq window.
     """
     text = question if question is not None else "x" * (question_tokens * budget.CHARS_PER_TOKEN)
     result = Estimate(question_tokens=budget.estimate_tokens(text))
-    state: dict[str, Any] = {"messages": [HumanMessage(text)], "references": []}
+    state: dict[str, Any] = {"messages": [HumanMessage(text)], "references": [], "answers": {}}
     for k, models in enumerate(spec.layers, 1):
         for model in models:
             result.calls += seat_costs(
@@ -171,31 +173,102 @@ def estimate(
                 references=k > 1,
                 max_tokens=max_tokens,
             )
-        state = {**state, "references": _worst_references(models, spec, max_tokens)}
-    result.calls += seat_costs(
-        spec.aggregator,
-        spec,
-        state,
-        node=names.AGGREGATOR,
-        layer=len(spec.layers) + 1,
-        role="aggregator",
-        references=True,
-        max_tokens=max_tokens,
-    )
+        state = _after_layer(state, spec, k, max_tokens)
+        result.calls += step_costs(spec, k, state, max_tokens)
+        if spec.rankers(k) and spec.rank is not None:  # the longest top_k go on
+            kept = sorted(state["references"], key=len, reverse=True)[: spec.rank.top_k]
+            state = {**state, "references": kept}
+    result.calls += aggregator_costs(spec, state, max_tokens)
     return result
 
 
-def _worst_references(
-    models: Sequence[ModelSpec], spec: MoASpec, max_tokens: int | None
-) -> list[str]:
-    refs = []
-    for model in models:
+def _after_layer(
+    state: Mapping[str, Any], spec: MoASpec, layer: int, max_tokens: int | None
+) -> dict[str, Any]:
+    """``state`` once layer ``layer`` answered at full length (references as the reducer
+    makes them: reasoning stripped, ``reference_max_tokens`` applied)."""
+    from langgraph_moa.nodes.layer import layer_references
+
+    answers = dict(state.get("answers") or {})
+    for model in spec.layers[layer - 1]:
         tokens = max_tokens or model.max_tokens or model.context_window or 0
-        cap = reference_cap(model, spec)
-        if cap is not None:
-            tokens = min(tokens, cap + budget.estimate_tokens(budget.TRUNCATION_MARK))
-        refs.append("x" * (tokens * budget.CHARS_PER_TOKEN))
-    return refs
+        answers[names.proposer(layer, str(model.name))] = "x" * (tokens * budget.CHARS_PER_TOKEN)
+    references = [ref for _, ref in layer_references(layer, spec, answers)]
+    return {**state, "answers": answers, "references": references}
+
+
+def step_costs(
+    spec: MoASpec, layer: int, state: Mapping[str, Any], max_tokens: int | None
+) -> list[CallCost]:
+    """The calls after layer ``layer``'s reducer: its rankers (rank-then-fuse) and the
+    early-stopping judge (not after the last layer)."""
+    out: list[CallCost] = []
+    for model in spec.rankers(layer):
+        out += seat_costs(
+            model,
+            spec,
+            state,
+            node=names.ranker(layer, str(model.name)),
+            layer=layer,
+            role="ranker",
+            references=True,
+            max_tokens=max_tokens,
+        )
+    judge = spec.stop_judge()
+    if judge is not None and layer < len(spec.layers):
+        out += seat_costs(
+            judge,
+            spec,
+            state,
+            node=names.judge(layer, str(judge.name)),
+            layer=layer,
+            role="judge",
+            references=True,
+            max_tokens=max_tokens,
+        )
+    return out
+
+
+def aggregator_costs(
+    spec: MoASpec, state: Mapping[str, Any], max_tokens: int | None
+) -> list[CallCost]:
+    """The aggregator's calls on ``state``'s references: one per Self-MoA-Seq window (the
+    running synthesis at its longest), the last one being ``aggregator``."""
+    from langgraph_moa.nodes.window import plan
+
+    windows = plan(state, spec)
+    synthesis = "x" * ((max_tokens or spec.aggregator.max_tokens or 0) * budget.CHARS_PER_TOKEN)
+    out: list[CallCost] = []
+    for i in range(len(windows)):
+        last = i == len(windows) - 1
+        out += seat_costs(
+            spec.aggregator,
+            spec,
+            {**state, "window": i, "synthesis": synthesis},
+            node=names.AGGREGATOR if last else names.WINDOW,
+            layer=len(spec.layers) + 1,
+            role="aggregator",
+            references=True,
+            max_tokens=max_tokens,
+        )
+    return out
+
+
+def worst_calls(spec: MoASpec) -> int:
+    """First-attempt calls of a run at most, without building a prompt (the run policy's
+    cap): proposers, rankers, early-stopping judges, Self-MoA-Seq windows, the aggregator."""
+    judge = 1 if spec.stop_judge() is not None else 0
+    calls = sum(len(m) + len(spec.rankers(k)) for k, m in enumerate(spec.layers, 1))
+    calls += judge * (len(spec.layers) - 1)
+    last = len(spec.layers)
+    refs = len(spec.layers[-1])
+    if spec.rankers(last) and spec.rank is not None:
+        refs = min(refs, spec.rank.top_k)
+    if spec.aggregate_window is None:
+        return calls + 1
+    if spec.aggregator.context_window:  # windows may hold fewer than aggregate_window
+        return calls + max(1, refs)
+    return calls + max(1, -(-refs // spec.aggregate_window))
 
 
 # -- max_cost: checked before each step, from what was really spent ------------------------
@@ -248,7 +321,7 @@ def guard_layer(
     max_tokens = getattr(context, "max_tokens", None)
     if layer == 1:  # a new run: nothing spent yet, no references
         check_prices(spec, max_tokens)
-        state = {**state, "calls": [], "references": []}
+        state = {**state, "calls": [], "references": [], "answers": {}}
     costs = [
         cost
         for model in spec.layers[layer - 1]
@@ -263,29 +336,43 @@ def guard_layer(
             max_tokens=max_tokens,
         )
     ]
+    # ...and the steps after the layer (rankers, the early-stopping judge) at their worst
+    costs += step_costs(spec, layer, _after_layer(state, spec, layer, max_tokens), max_tokens)
     return over_limit(limit, state, names.layer(layer), costs)
 
 
 def guard_final(
-    state: Mapping[str, Any], spec: MoASpec, context: Any, references: list[str], fallback: bool
+    state: Mapping[str, Any],
+    spec: MoASpec,
+    context: Any,
+    references: list[str],
+    fallback: bool,
+    pending_rank: int | None = None,
 ) -> CostLimitError | None:
-    """Before the aggregator (or, after a failed layer, the aggregator's fallback)."""
+    """Before the aggregator (or, after a failed layer, the aggregator's fallback); with
+    ``pending_rank``, that layer's rankers still run first."""
     limit = run_limit(spec, context)
     if limit is None:
         return None
-    model = spec.aggregator.fallback if fallback else spec.aggregator
-    assert model is not None
-    cost = call_cost(
-        model,
-        spec,
-        {**state, "references": references},
-        node=names.FALLBACK if fallback else names.AGGREGATOR,
-        layer=len(spec.layers) + 1,
-        role="aggregator",
-        references=not fallback,
-        max_tokens=getattr(context, "max_tokens", None),
-    )
-    return over_limit(limit, state, cost.node, [cost])
+    max_tokens = getattr(context, "max_tokens", None)
+    if fallback:
+        assert spec.aggregator.fallback is not None
+        cost = call_cost(
+            spec.aggregator.fallback,
+            spec,
+            {**state, "references": references},
+            node=names.FALLBACK,
+            layer=len(spec.layers) + 1,
+            role="aggregator",
+            references=False,
+            max_tokens=max_tokens,
+        )
+        return over_limit(limit, state, cost.node, [cost])
+    costs: list[CallCost] = []
+    if pending_rank is not None:  # the last layer's rankers still run before the aggregator
+        costs += step_costs(spec, pending_rank, state, max_tokens)
+    costs += aggregator_costs(spec, {**state, "references": references}, max_tokens)
+    return over_limit(limit, state, costs[-1].node, costs)
 
 
 def format_estimate(result: Estimate) -> str:

@@ -21,6 +21,7 @@ from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
 
 from langgraph_moa.errors import EmptyResponseError, ModelTimeoutError
+from langgraph_moa.graphs.names import ANSWER_NODES, WINDOW
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import Call, CallStatus, Context, MoAState
 from langgraph_moa.models.factory import get_chat_model
@@ -53,8 +54,8 @@ def _streaming_callbacks(seat: Seat, ctx: Context | None) -> BaseCallbackManager
     and LangChain chat models stream under ``ainvoke`` exactly when such a handler is there.
     Proposers additionally need ``Context.stream_proposers``: most callers watch the answer.
     """
-    if seat.role == "proposer" and not (ctx is not None and ctx.stream_proposers):
-        return None
+    if seat.node not in ANSWER_NODES and not (ctx is not None and ctx.stream_proposers):
+        return None  # proposers, rankers, judges, Self-MoA-Seq windows: not the answer
     callbacks = get_config().get("callbacks")
     if not isinstance(callbacks, BaseCallbackManager):
         return None
@@ -85,7 +86,7 @@ async def call_model(
         kwargs["temperature"] = ctx.temperature
     if ctx is not None and ctx.max_tokens is not None:
         kwargs["max_tokens"] = ctx.max_tokens
-    if ctx is not None and ctx.stop and seat.role == "aggregator":
+    if ctx is not None and ctx.stop and seat.node in ANSWER_NODES:  # not a window synthesis
         kwargs["stop"] = ctx.stop
     tags = [f"moa:{seat.role}", f"moa:layer_{seat.layer}", f"moa:model:{model.name}"]
     # moa_* metadata comes from the node (add_node metadata) and is inherited.
@@ -97,7 +98,7 @@ async def call_model(
         callbacks = streaming.copy()
         callbacks.add_handler(first, inherit=False)
         config["callbacks"] = callbacks
-    elif seat.role == "proposer":
+    elif seat.node not in ANSWER_NODES:
         kwargs["stream"] = False
         tags.append(TAG_NOSTREAM)
     start = time.perf_counter()
@@ -148,10 +149,21 @@ def record(
     )
 
 
-def result(seat: Seat, message: AIMessage, done: Call) -> dict[str, Any]:
-    """The node's state update: a proposer's answer, or the final answer as a message."""
+def result(
+    seat: Seat, message: AIMessage, done: Call, state: MoAState, spec: MoASpec
+) -> dict[str, Any]:
+    """The node's state update: a proposer's answer, a ranker's or judge's text, a
+    Self-MoA-Seq window's synthesis, or the final answer as a message."""
     if seat.role == "proposer":
         return {"answers": {seat.node: message.text}, "calls": [done]}
+    if seat.role == "ranker":
+        return {"rank_raw": {seat.node: message.text}, "calls": [done]}
+    if seat.role == "judge":
+        return {"verdict": message.text, "calls": [done]}
+    if seat.node == WINDOW:
+        synthesis = strip_reasoning(message.text, spec).strip()
+        window = int(state.get("window") or 0) + 1
+        return {"synthesis": synthesis, "window": window, "calls": [done]}
     final = AIMessage(content=message.text, id=message.id, usage_metadata=message.usage_metadata)
     return {"answer": message.text, "messages": [final], "calls": [done]}
 

@@ -8,7 +8,7 @@ per-turn data, keeping the conversation.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import regex
@@ -19,7 +19,7 @@ from langgraph.types import Overwrite, interrupt
 from langgraph_moa import costs
 from langgraph_moa.errors import CostLimitError, InvalidInputError, LayerFailedError
 from langgraph_moa.graphs import names
-from langgraph_moa.graphs.spec import DEFAULT_STRIP_PATTERNS, MoASpec
+from langgraph_moa.graphs.spec import DEFAULT_STRIP_PATTERNS, MoASpec, ModelSpec
 from langgraph_moa.graphs.state import Context, MoAState
 from langgraph_moa.nodes.caps import cap_reference
 
@@ -106,11 +106,11 @@ def layer_entry(
             }
         )
         if layer > 1:
-            _guard_cost(costs.guard_layer(state, spec, layer, runtime.context), state)
+            raise_over_cost(costs.guard_layer(state, spec, layer, runtime.context), state)
             return {}
         validate_messages(state.get("messages") or [])
         spec.check_keys()
-        _guard_cost(costs.guard_layer(state, spec, layer, runtime.context), None)
+        raise_over_cost(costs.guard_layer(state, spec, layer, runtime.context), None)
         return {
             "answers": Overwrite({}),
             "calls": Overwrite([]),
@@ -118,9 +118,39 @@ def layer_entry(
             "answer": "",
             "fallback_reason": "",
             "run_params": run_params(runtime.context),
+            # beyond the paper (issue 15): per-turn records of the optional steps
+            "rank_raw": Overwrite({}),
+            "rankings": Overwrite([]),
+            "stop_checks": Overwrite([]),
+            "early_stop": None,
+            "verdict": "",
+            "synthesis": "",
+            "window": 0,
         }
 
     return enter
+
+
+def _reference(
+    node: str, model: ModelSpec, spec: MoASpec, answers: Mapping[str, str]
+) -> tuple[str, bool]:
+    return cap_reference(
+        strip_reasoning(answers[node], spec).strip(), costs.reference_cap(model, spec)
+    )
+
+
+def layer_references(
+    layer: int, spec: MoASpec, answers: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """``(node, reference)`` for every answer of layer ``layer``, in spec order: the answer
+    without reasoning blocks, capped by ``reference_max_tokens``. What the next layer reads
+    (unless a rank step keeps fewer), and what rankers and the early-stopping judge see."""
+    out = []
+    for model in spec.layers[layer - 1]:
+        node = names.proposer(layer, str(model.name))
+        if node in answers:
+            out.append((node, _reference(node, model, spec, answers)[0]))
+    return out
 
 
 def layer_reducer(
@@ -131,21 +161,18 @@ def layer_reducer(
     Spec order (not completion order) makes runs reproducible and matches the reference
     implementation. Reasoning blocks (``<think>``...) are stripped before anyone reads them.
     """
-    models = spec.layers[layer - 1]
-    nodes = [names.proposer(layer, str(m.name)) for m in models]
-    caps = [costs.reference_cap(m, spec) for m in models]
+    nodes = [names.proposer(layer, str(m.name)) for m in spec.layers[layer - 1]]
     can_fall_back = spec.aggregator.fallback is not None
     last = layer == len(spec.layers)
 
     async def reduce(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
         answers = state.get("answers") or {}
-        references = []
-        capped = 0
-        for node, cap in zip(nodes, caps, strict=True):
-            if node in answers:
-                reference, cut = cap_reference(strip_reasoning(answers[node], spec).strip(), cap)
-                references.append(reference)
-                capped += cut
+        capped = sum(
+            _reference(node, model, spec, answers)[1]
+            for node, model in zip(nodes, spec.layers[layer - 1], strict=True)
+            if node in answers
+        )
+        references = [ref for _, ref in layer_references(layer, spec, answers)]
         runtime.stream_writer(
             {
                 "event": "layer_finished",
@@ -157,8 +184,9 @@ def layer_reducer(
         )
         if len(references) >= spec.min_successful:
             if last:  # the aggregator is next: does its worst case still fit max_cost?
-                over = costs.guard_final(state, spec, runtime.context, references, False)
-                _guard_cost(over, state)
+                pending = layer if spec.rankers(layer) else None
+                over = costs.guard_final(state, spec, runtime.context, references, False, pending)
+                raise_over_cost(over, state)
             return {"references": references}
         failures = {
             c["model"]: c["error"] or c["status"]
@@ -169,7 +197,7 @@ def layer_reducer(
         if not can_fall_back:
             error.partial = computed(state)
             raise error
-        _guard_cost(costs.guard_final(state, spec, runtime.context, references, True), state)
+        raise_over_cost(costs.guard_final(state, spec, runtime.context, references, True), state)
         return {"references": references, "fallback_reason": str(error)}
 
     return reduce
@@ -187,18 +215,23 @@ def run_params(context: Context | None) -> dict[str, Any]:
     return {k: v for k, v in overrides.items() if v is not None}
 
 
-def _guard_cost(error: CostLimitError | None, state: MoAState | None) -> None:
+def raise_over_cost(error: CostLimitError | None, state: MoAState | None) -> None:
     """Raise max_cost's error (issue 15) with what the run computed so far."""
     if error is not None:
         error.partial = computed(state) if state is not None else None
         raise error
 
 
-def route_after_layer(next_node: str) -> Callable[[MoAState], str]:
-    """After a layer: on to ``next_node``, or to the fallback answer if the quorum failed."""
+def route_after_layer(
+    next_step: str | Callable[[MoAState], str | list[str]],
+) -> Callable[[MoAState], str | list[str]]:
+    """After a layer: on to ``next_step`` (a node, or a route deciding the next nodes), or to
+    the fallback answer if the quorum failed."""
 
-    def route(state: MoAState) -> str:
-        return names.FALLBACK if state.get("fallback_reason") else next_node
+    def route(state: MoAState) -> str | list[str]:
+        if state.get("fallback_reason"):
+            return names.FALLBACK
+        return next_step(state) if callable(next_step) else next_step
 
     return route
 

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from langchain_core.messages import AnyMessage
 
 from langgraph_moa.errors import ContextOverflowError
+from langgraph_moa.graphs import names
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import MoAState
 from langgraph_moa.nodes import budget
 from langgraph_moa.nodes.seat import Seat
+from langgraph_moa.nodes.window import window_references
 from langgraph_moa.prompts import inject_references, with_system_prompt
 
 
@@ -22,10 +24,20 @@ def prepare_messages(
     state: MoAState, model: ModelSpec, spec: MoASpec, seat: Seat, window: int | None = None
 ) -> tuple[list[AnyMessage], int]:
     """The exact messages this model receives, and how many references were shortened."""
+    if seat.role == "ranker":
+        from langgraph_moa.nodes.rank import ranking_messages
+
+        return ranking_messages(state, model, spec, seat), 0
+    if seat.role == "judge":
+        from langgraph_moa.nodes.stop import judge_messages
+
+        return judge_messages(state, model, spec), 0
     messages = with_system_prompt(list(state["messages"]), model.system_prompt)
     if not seat.references:
         return messages, 0
     references = list(state.get("references") or [])
+    if spec.aggregate_window is not None and seat.node in (names.WINDOW, names.AGGREGATOR):
+        references = window_references(state, spec, seat.node)  # Self-MoA-Seq
     window = window or model.context_window
     truncated = 0
     if window:
@@ -45,16 +57,21 @@ def prepare_messages(
     )
 
 
-def cache_key(model: ModelSpec, spec: MoASpec, seat: Seat) -> Callable[[MoAState], str]:
+def cache_key(
+    model: ModelSpec, spec: MoASpec, seat: Seat, gate: Callable[[MoAState], bool] | None = None
+) -> Callable[[MoAState], str]:
     """CachePolicy key: what decides the answer (the model and the exact prompt it would get),
     and the run's overrides of the model's settings (``state["run_params"]``, written by
     ``layer_1``: a key function sees only the node's input, never the run's context); not the
-    rest of the state (per-call records, other layers)."""
+    rest of the state (per-call records, other layers). A gated node (a ranker, the
+    early-stopping judge) keys on its gate too: a skipped call's empty result is never reused
+    for a call that should be made."""
 
     def key(state: MoAState) -> str:
         messages, _ = prepare_messages(state, model, spec, seat)
         prompt = [(m.type, m.text) for m in messages]
         settings = model.model_dump(mode="json", exclude={"fallback"})
-        return json.dumps([settings, prompt, state.get("run_params") or {}])
+        called = [gate(state)] if gate is not None else []
+        return json.dumps([settings, prompt, state.get("run_params") or {}, *called])
 
     return key

@@ -126,7 +126,19 @@ def model_node(
             output_tokens=done["output_tokens"],
             attempt=attempt,
         )
-        return result(seat, message, done)
+        return result(seat, message, done, state, spec)
+
+    return call
+
+
+def gated(gate: Callable[[MoAState], bool], node: NodeFunction) -> NodeFunction:
+    """``node``, called only when ``gate(state)`` says so (a ranker with nothing to drop, a
+    judge whose question is already answered): otherwise the node writes nothing."""
+
+    async def call(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
+        if not gate(state):
+            return {}
+        return await node(state, runtime)
 
     return call
 
@@ -144,9 +156,7 @@ def failure_handler(
     the layer goes on (its reducer applies the quorum), while the aggregator's is raised.
     """
 
-    async def handle(
-        state: MoAState, error: NodeError, runtime: Runtime[Context]
-    ) -> Command[str]:
+    async def handle(state: MoAState, error: NodeError, runtime: Runtime[Context]) -> Command[str]:
         attempts = int(getattr(error.error, _ATTEMPTS, 1))
         if isinstance(error.error, StragglerCut):  # the layer went on without this one
             cut = record(model, seat, "cut", attempts=attempts, error=describe(error.error))
@@ -171,7 +181,7 @@ def failure_handler(
                 clock = _clock(spec, seat, runtime)
                 if clock:
                     clock.report(True, done["latency_s"])
-            return Command(goto=goto, update=result(seat, message, done))
+            return Command(goto=goto, update=result(seat, message, done, state, spec))
         if seat.role == "aggregator":
             failure = ModelCallError(str(model.name), reason, retryable=False)
             failure.partial = computed(state)

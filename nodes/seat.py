@@ -7,12 +7,12 @@ The only things that differ between a proposer, the aggregator and a fallback ar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from langgraph.runtime import Runtime
 
 from langgraph_moa.graphs.spec import ModelSpec
-from langgraph_moa.graphs.state import Context
+from langgraph_moa.graphs.state import Context, Role
 
 
 @dataclass(frozen=True)
@@ -21,15 +21,13 @@ class Seat:
 
     node: str
     layer: int
-    role: Literal["proposer", "aggregator"]
+    role: Role
     references: bool
     """Whether the model sees the previous layer's answers (every layer after the first)."""
     layer_size: int = 1
 
 
-def emit(
-    runtime: Runtime[Context], event: str, seat: Seat, model: ModelSpec, **extra: Any
-) -> None:
+def emit(runtime: Runtime[Context], event: str, seat: Seat, model: ModelSpec, **extra: Any) -> None:
     """A progress event on ``stream_mode="custom"`` (a no-op when nobody streams custom)."""
     runtime.stream_writer(
         {

@@ -17,6 +17,14 @@ from langchain_core.messages import AIMessage, AnyMessage, SystemMessage
 AGGREGATE_PROMPT: str = files(__name__).joinpath("aggregate.txt").read_text(encoding="utf-8")
 """The paper's Aggregate-and-Synthesize prompt, verbatim (ends with "Responses from models:")."""
 
+RANK_PROMPT: str = files(__name__).joinpath("rank.txt").read_text(encoding="utf-8")
+"""Rank-then-fuse: the ranker's instructions (placeholders ``{labels}``, ``{question}``,
+``{answers}``, ``{example}``); it must end with ``RANKING: A > B > ...``."""
+
+STOP_PROMPT: str = files(__name__).joinpath("stop.txt").read_text(encoding="utf-8")
+"""Early stopping: the judge's instructions (``{question}``, ``{answers}``); it must end with
+``VERDICT: FINAL`` or ``VERDICT: CONTINUE``."""
+
 InjectionMode = Literal["system", "assistant", "assistant_before_question"]
 """Where the aggregate text goes (``MoASpec.injection``):
 

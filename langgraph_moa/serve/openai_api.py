@@ -67,12 +67,20 @@ class APIError(Exception):
         }
 
 
+MOA_INCLUDE = ("references", "calls", "rankings", "stop_checks", "early_stop")
+"""What a client may ask for in the ``moa`` extension (the result state's fields)."""
+
+
 class MoAOptions(BaseModel):
     """The ``moa`` extension field: ask for what the mixture did besides the answer."""
 
     model_config = ConfigDict(extra="forbid")
 
-    include: list[str] = Field(default_factory=list, description="'references' and/or 'calls'.")
+    include: list[str] = Field(
+        default_factory=list,
+        description="Any of 'references', 'calls', and (issue 15) 'rankings', 'stop_checks',"
+        " 'early_stop'.",
+    )
 
 
 class ChatRequest(BaseModel):
@@ -124,7 +132,7 @@ def parse_request(body: Any, *, max_messages: int, max_tokens_cap: int) -> ChatR
     if limit is not None and limit > max_tokens_cap:
         raise APIError(400, f"max_tokens is capped at {max_tokens_cap}", param="max_tokens")
     for name in request.moa.include if request.moa else []:
-        if name not in ("references", "calls"):
+        if name not in MOA_INCLUDE:
             raise APIError(400, f"moa.include: unknown item {name!r}", param="moa.include")
     return request
 

@@ -129,7 +129,7 @@ def _updates(chunk: Mapping[str, Any]) -> Iterable[Event]:
             for record in calls:
                 yield "call", dict(record)
         refs = update.get("references")
-        if isinstance(refs, list) and node.endswith("/aggregate"):
+        if isinstance(refs, list) and node.endswith(("/aggregate", "/rank")):  # rank: top k
             layer = int(node.split("/")[0].removeprefix("layer_"))
             yield (
                 "references",
