@@ -14,13 +14,17 @@ from typing import Any
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tracers._streaming import _StreamingCallbackHandler
 from langgraph.config import get_config
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
 
-from langgraph_moa.errors import EmptyResponseError, ModelTimeoutError
+from langgraph_moa.errors import (
+    EmptyResponseError,
+    ModelTimeoutError,
+    ToolCallingUnsupportedError,
+)
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import Call, CallStatus, Context, MoAState
 from langgraph_moa.models.factory import get_chat_model
@@ -78,13 +82,18 @@ async def call_model(
     cheapest call there is. A proposer nobody watches is told so twice: ``stream=False``
     (LangChain's opt-out) and the ``nostream`` tag (LangGraph's messages stream skips it).
     """
-    chat = chat_models.get(str(model.name)) or get_chat_model(model)
+    chat: Runnable[Any, Any] = chat_models.get(str(model.name)) or get_chat_model(model)
     ctx = runtime.context
     kwargs: dict[str, Any] = {}
     if ctx is not None and ctx.temperature is not None:
         kwargs["temperature"] = ctx.temperature
     if ctx is not None and ctx.max_tokens is not None:
         kwargs["max_tokens"] = ctx.max_tokens
+    if seat.role == "aggregator" and ctx is not None:  # the answer: tools and stop are its own
+        if ctx.tools:
+            chat = bind_answer_tools(chat, model, ctx.tools, ctx.tool_choice)
+        if ctx.stop:
+            kwargs["stop"] = ctx.stop
     tags = [f"moa:{seat.role}", f"moa:layer_{seat.layer}", f"moa:model:{model.name}"]
     # moa_* metadata comes from the node (add_node metadata) and is inherited.
     config: RunnableConfig = {"run_name": seat.node, "tags": tags}
@@ -102,9 +111,25 @@ async def call_model(
     message = await chat.ainvoke(messages, config=config, **kwargs)
     latency = time.perf_counter() - start
     ttft = None if first is None or first.at is None else first.at - start
-    if not isinstance(message, AIMessage) or not message.text.strip():
+    if not isinstance(message, AIMessage) or not (message.text.strip() or message.tool_calls):
         raise EmptyResponseError(str(model.name), "empty response (no content)")
     return message, latency, ttft
+
+
+def bind_answer_tools(
+    chat: Runnable[Any, Any],
+    model: ModelSpec,
+    tools: list[dict[str, Any]],
+    tool_choice: str | dict[str, Any] | None,
+) -> Runnable[Any, Any]:
+    """The answer model bound to the run's tools (the provider's own ``bind_tools`` maps
+    ``tool_choice``: ``"any"`` becomes OpenAI's ``"required"``, a name a forced function)."""
+    if not isinstance(chat, BaseChatModel):
+        return chat
+    try:
+        return chat.bind_tools(tools, tool_choice=tool_choice)
+    except NotImplementedError:
+        raise ToolCallingUnsupportedError([f"{model.name} ({model.model})"]) from None
 
 
 def record(
@@ -150,7 +175,13 @@ def result(seat: Seat, message: AIMessage, done: Call) -> dict[str, Any]:
     """The node's state update: a proposer's answer, or the final answer as a message."""
     if seat.role == "proposer":
         return {"answers": {seat.node: message.text}, "calls": [done]}
-    final = AIMessage(content=message.text, id=message.id, usage_metadata=message.usage_metadata)
+    final = AIMessage(
+        content=message.text,
+        id=message.id,
+        usage_metadata=message.usage_metadata,
+        tool_calls=message.tool_calls,
+        invalid_tool_calls=message.invalid_tool_calls,
+    )
     return {"answer": message.text, "messages": [final], "calls": [done]}
 
 
@@ -189,7 +220,7 @@ async def answer(
         emit(runtime, "call_refit", seat, model, window=window)
         messages, truncated = prepare_messages(state, model, spec, seat, window=window)
         message, latency, ttft = await call()
-    if not strip_reasoning(message.text, spec).strip():
+    if not (strip_reasoning(message.text, spec).strip() or message.tool_calls):
         raise EmptyResponseError(str(model.name), "empty response (only reasoning)")
     done = record(
         model,

@@ -15,14 +15,26 @@ from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import MoAState
 from langgraph_moa.nodes import budget
 from langgraph_moa.nodes.seat import Seat
+from langgraph_moa.nodes.tools import tool_turns_as_text
 from langgraph_moa.prompts import inject_references, with_system_prompt
+
+
+def offers_tools(seat: Seat, state: MoAState) -> bool:
+    """Whether this seat's model is handed the run's tools: the answer nodes only, and only
+    in a run that offers tools (``run_params``, written from the run's context by layer_1)."""
+    return seat.role == "aggregator" and bool((state.get("run_params") or {}).get("tools"))
 
 
 def prepare_messages(
     state: MoAState, model: ModelSpec, spec: MoASpec, seat: Seat, window: int | None = None
 ) -> tuple[list[AnyMessage], int]:
-    """The exact messages this model receives, and how many references were shortened."""
-    messages = with_system_prompt(list(state["messages"]), model.system_prompt)
+    """The exact messages this model receives, and how many references were shortened.
+
+    A model that is not handed the run's tools sees tool calls and results as plain text."""
+    conversation = list(state["messages"])
+    if not offers_tools(seat, state):
+        conversation = tool_turns_as_text(conversation)
+    messages = with_system_prompt(conversation, model.system_prompt)
     if not seat.references:
         return messages, 0
     references = list(state.get("references") or [])
@@ -53,7 +65,10 @@ def cache_key(model: ModelSpec, spec: MoASpec, seat: Seat) -> Callable[[MoAState
 
     def key(state: MoAState) -> str:
         messages, _ = prepare_messages(state, model, spec, seat)
-        prompt = [(m.type, m.text) for m in messages]
+        prompt = [
+            (m.type, m.text, tc) if (tc := getattr(m, "tool_calls", None)) else (m.type, m.text)
+            for m in messages
+        ]
         settings = model.model_dump(mode="json", exclude={"fallback"})
         return json.dumps([settings, prompt, state.get("run_params") or {}])
 

@@ -106,6 +106,9 @@ def test_factories_default_topologies_without_checkpointer():
         "preset",
         "spec",
         "stream_proposers",
+        "tools",
+        "tool_choice",
+        "stop",
     }
     assert props["stream_proposers"]["default"] is True  # Studio shows proposers typing
 
