@@ -16,10 +16,13 @@ did (references, call records, usage per model) is in ``response_metadata["moa"]
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -38,7 +41,10 @@ from langchain_core.messages import (
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool
+from langchain_core.tracers import BaseTracer
+from langchain_core.tracers._streaming import _StreamingCallbackHandler
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
@@ -48,6 +54,8 @@ from langgraph_moa.graphs.names import ANSWER_NODES
 from langgraph_moa.graphs.spec import MAX_SECONDS, MoASpec, parse_spec, resolve_spec
 from langgraph_moa.graphs.state import Context, check_overrides
 from langgraph_moa.nodes.tools import check_tool_support
+
+_T = TypeVar("_T")
 
 PROVIDER = "moa"
 """``ls_provider`` / ``model_provider`` of every ChatMoA (a mixture, not one vendor)."""
@@ -88,6 +96,56 @@ def _as_chunks(message: AIMessage) -> list[ToolCallChunk]:
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+def _detached() -> contextvars.Context:
+    """A copy of this context without the caller's runnable config.
+
+    LangChain/LangGraph merge the *ambient* config (the enclosing runnable's, e.g. an agent
+    node's) into every run: its callbacks, and inside a graph node its checkpointer and task
+    namespace. A ChatMoA run must be self-contained: one chat-model run to its caller, never
+    a subgraph writing into the caller's thread. Only ``_config``'s tracers go in.
+    """
+    context = contextvars.copy_context()
+    context.run(var_child_runnable_config.set, None)
+    return context
+
+
+async def _adetached(run: Coroutine[Any, Any, _T]) -> _T:
+    """Await ``run`` as a task's body (a task owns a copy of the context) without the
+    caller's runnable config (see ``_detached``)."""
+    var_child_runnable_config.set(None)
+    return await run
+
+
+async def _adetached_stream(events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Iterate ``events`` in a task of its own, without the caller's runnable config."""
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+
+    async def pump() -> None:
+        var_child_runnable_config.set(None)
+        try:
+            async for event in events:
+                queue.put_nowait((False, event))
+        except BaseException as exc:  # re-raised in the consumer; cancellation included
+            queue.put_nowait((True, exc))
+            return
+        queue.put_nowait((True, None))
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            done, item = await queue.get()
+            if done:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class ChatMoA(BaseChatModel):
@@ -170,7 +228,9 @@ class ChatMoA(BaseChatModel):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
-            ls_provider=PROVIDER, ls_model_name=self.model_name, ls_model_type="chat"
+            ls_provider=PROVIDER,
+            ls_model_name=str(kwargs.get("model") or self.model_name),
+            ls_model_type="chat",
         )
         if self.temperature is not None:
             params["ls_temperature"] = self.temperature
@@ -228,8 +288,13 @@ class ChatMoA(BaseChatModel):
     def _config(
         run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
     ) -> RunnableConfig:
-        """The graph run's config: a child of this call's run (so traces nest the mixture's
-        model calls under it, and a caller's stream handlers see them as child runs)."""
+        """The graph run's config: a child of this call's run that only tracers see.
+
+        To its caller a ChatMoA call is ONE chat-model run: its usage already sums every
+        call of the mixture, so a usage-counting or streaming handler must not also see the
+        inner calls (it would count them twice, or stream proposer tokens as the answer).
+        Tracers (LangSmith) do get the inner runs, nested under this one.
+        """
         if run_manager is None:
             return {}
         manager_class = (
@@ -237,9 +302,14 @@ class ChatMoA(BaseChatModel):
             if isinstance(run_manager, AsyncCallbackManagerForLLMRun)
             else CallbackManager
         )
+        tracers = [
+            h
+            for h in run_manager.inheritable_handlers
+            if isinstance(h, BaseTracer) and not isinstance(h, _StreamingCallbackHandler)
+        ]
         child = manager_class(
-            handlers=run_manager.inheritable_handlers,
-            inheritable_handlers=run_manager.inheritable_handlers,
+            handlers=tracers,
+            inheritable_handlers=tracers,
             parent_run_id=run_manager.run_id,
             tags=run_manager.inheritable_tags,
             inheritable_tags=run_manager.inheritable_tags,
@@ -300,7 +370,8 @@ class ChatMoA(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        out = self.compiled().invoke(
+        out = _detached().run(
+            self.compiled().invoke,
             {"messages": messages},
             config=self._config(run_manager),
             context=self._context(stop, kwargs),
@@ -314,11 +385,12 @@ class ChatMoA(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        out = await self.compiled().ainvoke(
+        run = self.compiled().ainvoke(
             {"messages": messages},
             config=self._config(run_manager),
             context=self._context(stop, kwargs),
         )
+        out = await asyncio.create_task(_adetached(run))
         return ChatResult(generations=[ChatGeneration(message=self._answer(out))])
 
     # ------------------------------------------------------------------ streaming
@@ -359,12 +431,15 @@ class ChatMoA(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         out: dict[str, Any] = {}
         answered = False
-        for mode, data in self.compiled().stream(
+        detached = _detached()
+        events = self.compiled().stream(
             {"messages": messages},
             config=self._config(run_manager),
             context=self._context(stop, kwargs),
             stream_mode=["messages", "values"],
-        ):
+        )
+        while (event := detached.run(next, events, None)) is not None:
+            mode, data = event
             if mode == "values":
                 out = data
             elif (piece := self._piece(mode, data)) is not None:
@@ -384,12 +459,13 @@ class ChatMoA(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         out: dict[str, Any] = {}
         answered = False
-        async for mode, data in self.compiled().astream(
+        events = self.compiled().astream(
             {"messages": messages},
             config=self._config(run_manager),
             context=self._context(stop, kwargs),
             stream_mode=["messages", "values"],
-        ):
+        )
+        async for mode, data in _adetached_stream(events):
             if mode == "values":
                 out = data
             elif (piece := self._piece(mode, data)) is not None:

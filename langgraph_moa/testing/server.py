@@ -31,14 +31,16 @@ Token estimate (``usage`` and the context-window check)
 Request log records (plain dicts, JSON-serialisable)::
 
     seq, model, stream, messages, max_tokens, temperature, has_auth, call_index,
-    start, first_byte, end, status, outcome, prompt_tokens, completion_tokens
+    start, first_byte, end, status, outcome, prompt_tokens, completion_tokens,
+    tools (the offered tools' names, or None), tool_choice, stop
 
 ``start``/``first_byte``/``end`` are ``time.time()`` wall-clock seconds (comparable across
 processes); ``call_index`` is the 1-based per-model request number; ``has_auth`` says
 whether an ``Authorization`` header was sent (its value is never stored). ``outcome`` is
 one of ``ok``, ``empty``, ``malformed``, ``dropped``, ``hang``, ``context_length``,
-``bad_request``, ``cancelled`` (client went away / server stopped before an answer) or the
-HTTP status as a string for injected errors (``"500"``, ``"429"``, ...).
+``bad_request``, ``tool_call`` (answered with a tool call), ``cancelled`` (client went
+away / server stopped before an answer) or the HTTP status as a string for injected
+errors (``"500"``, ``"429"``, ...).
 
 In-process use::
 
@@ -416,6 +418,7 @@ class OpenAIServer:
             "completion_tokens": None,
             "tools": None,
             "tool_choice": None,
+            "stop": None,
         }
         try:
             return await self._chat_inner(request, record)
@@ -450,6 +453,7 @@ class OpenAIServer:
             else None
         )
         rec["tool_choice"] = body.get("tool_choice")
+        rec["stop"] = body.get("stop")
         if not isinstance(model, str) or not isinstance(messages, list):
             rec["seq"] = self._append(rec)
             return self._bad_request(rec, "'model' (string) and 'messages' (list) are required.")
