@@ -22,11 +22,12 @@ import contextvars
 import json
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
+    BaseCallbackHandler,
     CallbackManager,
     CallbackManagerForLLMRun,
 )
@@ -34,6 +35,7 @@ from langchain_core.language_models import BaseChatModel, LangSmithParams, Langu
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
+    AnyMessage,
     BaseMessage,
     ToolCallChunk,
     UsageMetadata,
@@ -46,16 +48,19 @@ from langchain_core.tools import BaseTool
 from langchain_core.tracers import BaseTracer
 from langchain_core.tracers._streaming import _StreamingCallbackHandler
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from langgraph.types import StreamMode
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from langgraph_moa.errors import InvalidInputError, SpecError
 from langgraph_moa.graphs.builder import CompiledMoA, build_graph
 from langgraph_moa.graphs.names import ANSWER_NODES
 from langgraph_moa.graphs.spec import MAX_SECONDS, MoASpec, parse_spec, resolve_spec
-from langgraph_moa.graphs.state import Context, check_overrides
+from langgraph_moa.graphs.state import Context, InputState, check_overrides
 from langgraph_moa.nodes.tools import check_tool_support
 
 _T = TypeVar("_T")
+_MODES: list[StreamMode] = ["messages", "values"]
+"""The answer's tokens (``messages``, filtered to the answer nodes) and the final state."""
 
 PROVIDER = "moa"
 """``ls_provider`` / ``model_provider`` of every ChatMoA (a mixture, not one vendor)."""
@@ -81,8 +86,13 @@ def _usage(calls: Sequence[Mapping[str, Any]]) -> tuple[UsageMetadata, dict[str,
         row["total_tokens"] = row["input_tokens"] + row["output_tokens"]
     tokens_in = sum(r["input_tokens"] for r in per_model.values())
     tokens_out = sum(r["output_tokens"] for r in per_model.values())
-    usage = UsageMetadata(
-        input_tokens=tokens_in, output_tokens=tokens_out, total_tokens=tokens_in + tokens_out
+    usage = cast(
+        UsageMetadata,
+        {
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
+        },
     )
     return usage, per_model
 
@@ -96,6 +106,10 @@ def _as_chunks(message: AIMessage) -> list[ToolCallChunk]:
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+def _input(messages: list[BaseMessage]) -> InputState:
+    return InputState(messages=cast(list[AnyMessage], messages))
 
 
 def _detached() -> contextvars.Context:
@@ -182,8 +196,11 @@ class ChatMoA(BaseChatModel):
     _spec: MoASpec = PrivateAttr()
     _graph: CompiledMoA | None = PrivateAttr(default=None)
 
-    @model_validator(mode="after")
-    def _resolve(self) -> ChatMoA:
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._resolve()  # after pydantic: our errors reach the caller as MoAErrors
+
+    def _resolve(self) -> None:
         """Resolve the spec once, with ``timeout``/``max_retries`` applied to every model,
         and check the run overrides, so a bad value fails here, naming the field."""
         spec = resolve_spec(self.spec, preset=self.preset)
@@ -205,7 +222,6 @@ class ChatMoA(BaseChatModel):
         self._spec = spec
         if not self.model_name:
             self.model_name = f"{PROVIDER}:{spec.name}"
-        return self
 
     # ------------------------------------------------------------------ LangChain surface
 
@@ -302,7 +318,7 @@ class ChatMoA(BaseChatModel):
             if isinstance(run_manager, AsyncCallbackManagerForLLMRun)
             else CallbackManager
         )
-        tracers = [
+        tracers: list[BaseCallbackHandler] = [
             h
             for h in run_manager.inheritable_handlers
             if isinstance(h, BaseTracer) and not isinstance(h, _StreamingCallbackHandler)
@@ -370,9 +386,9 @@ class ChatMoA(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        out = _detached().run(
+        out: Any = _detached().run(
             self.compiled().invoke,
-            {"messages": messages},
+            _input(messages),
             config=self._config(run_manager),
             context=self._context(stop, kwargs),
         )
@@ -386,11 +402,11 @@ class ChatMoA(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         run = self.compiled().ainvoke(
-            {"messages": messages},
+            _input(messages),
             config=self._config(run_manager),
             context=self._context(stop, kwargs),
         )
-        out = await asyncio.create_task(_adetached(run))
+        out: Any = await asyncio.create_task(_adetached(run))
         return ChatResult(generations=[ChatGeneration(message=self._answer(out))])
 
     # ------------------------------------------------------------------ streaming
@@ -429,14 +445,14 @@ class ChatMoA(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        out: dict[str, Any] = {}
+        out: Any = {}
         answered = False
         detached = _detached()
         events = self.compiled().stream(
-            {"messages": messages},
+            _input(messages),
             config=self._config(run_manager),
             context=self._context(stop, kwargs),
-            stream_mode=["messages", "values"],
+            stream_mode=_MODES,
         )
         while (event := detached.run(next, events, None)) is not None:
             mode, data = event
@@ -457,13 +473,13 @@ class ChatMoA(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        out: dict[str, Any] = {}
+        out: Any = {}
         answered = False
         events = self.compiled().astream(
-            {"messages": messages},
+            _input(messages),
             config=self._config(run_manager),
             context=self._context(stop, kwargs),
-            stream_mode=["messages", "values"],
+            stream_mode=_MODES,
         )
         async for mode, data in _adetached_stream(events):
             if mode == "values":

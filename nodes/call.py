@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.language_models import BaseChatModel
@@ -127,7 +127,7 @@ def bind_answer_tools(
     if not isinstance(chat, BaseChatModel):
         return chat
     try:
-        return chat.bind_tools(tools, tool_choice=tool_choice)
+        return chat.bind_tools(tools, tool_choice=cast(Any, tool_choice))
     except NotImplementedError:
         raise ToolCallingUnsupportedError([f"{model.name} ({model.model})"]) from None
 

@@ -71,7 +71,7 @@ def tool_turns_as_text(messages: list[AnyMessage]) -> list[AnyMessage]:
             out.append(HumanMessage("\n".join(results)))
             results = []
         if isinstance(message, AIMessage) and (message.tool_calls or message.invalid_tool_calls):
-            names.update({c["id"]: c["name"] for c in message.tool_calls if c.get("id")})
+            names.update({cid: c["name"] for c in message.tool_calls if (cid := c.get("id"))})
             text = "\n".join(filter(None, [message.text.strip(), *_call_lines(message)]))
             out.append(AIMessage(text, name=message.name, id=message.id))
         else:

@@ -69,9 +69,10 @@ class Behavior:
     """How many content chunks are sent before a mid-stream drop."""
     tool_calls: bool = False
     """Answer a request that offers ``tools`` with a call of one of them, in OpenAI's shape
-    (``tool_call`` below): the tool ``tool_choice`` forces, else the first whose name the last
-    user message mentions, else the first; after a tool result (last message ``role: tool``)
-    an ``auto`` request gets a text answer instead, so an agent loop ends."""
+    (``tool_call`` below): the tool ``tool_choice`` forces, else the first whose name the
+    last user message mentions (as a word), else the first; after a tool result (last
+    message ``role: tool``) an ``auto`` request gets a text answer instead, so an agent loop
+    ends."""
     echo_auth: bool = False
     """Injected error bodies quote the request's ``Authorization`` header, as some careless
     upstreams do (for testing that a key an upstream echoes is never stored)."""
@@ -226,7 +227,8 @@ def tool_call(body: Mapping[str, Any]) -> tuple[str, str] | None:
         return None
     text = _last_user_text(messages)
     by_name = {t["function"].get("name"): t["function"] for t in tools}
-    name = forced or next((n for n in by_name if n and n in text), None) or next(iter(by_name))
+    mentioned = (n for n in by_name if n and re.search(rf"\b{re.escape(n)}\b", text))
+    name = forced or next(mentioned, None) or next(iter(by_name))
     function = by_name.get(name) or {}
     arguments = _arguments(function.get("parameters") or {}, text)
     return str(name), json.dumps(arguments, ensure_ascii=False)

@@ -619,8 +619,8 @@ class OpenAIServer:
             data = {**head, "object": "chat.completion.chunk", "choices": [choice]}
             return ("data: " + _dumps(data) + "\n\n").encode()
 
-        first = {"index": 0, "id": call_id, "type": "function", "function": {**function}}
-        first["function"]["arguments"] = ""
+        opening = {"name": name, "arguments": ""}  # arguments follow in pieces
+        first = {"index": 0, "id": call_id, "type": "function", "function": opening}
         half = len(arguments) // 2
         parts = [
             event({"role": "assistant", "content": None, "tool_calls": [first]}),
