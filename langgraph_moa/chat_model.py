@@ -282,8 +282,11 @@ class ChatMoA(BaseChatModel):
         if self._graph is None:
             # checkpointer=False: a ChatMoA call is one self-contained run, also when it runs
             # inside another graph's node (an agent), so it never writes the parent's threads.
+            # A ``cache: true`` spec keeps its answers in the persistent cache, as every face.
+            from langgraph_moa.cache import graph_cache
+
             self._graph = build_graph(self._spec, chat_models=self.chat_models).compile(
-                name=self._spec.name, checkpointer=False
+                name=self._spec.name, checkpointer=False, cache=graph_cache(self._spec)
             )
         return self._graph
 

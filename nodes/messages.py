@@ -57,6 +57,10 @@ def prepare_messages(
     )
 
 
+ANSWER_PARAMS = frozenset({"tools", "tool_choice", "stop"})
+"""Run parameters only the answer nodes (aggregator, fallback) are called with."""
+
+
 def cache_key(model: ModelSpec, spec: MoASpec, seat: Seat) -> Callable[[MoAState], str]:
     """CachePolicy key: what decides the answer (the model and the exact prompt it would get),
     and the run's overrides of the model's settings (``state["run_params"]``, written by
@@ -70,6 +74,9 @@ def cache_key(model: ModelSpec, spec: MoASpec, seat: Seat) -> Callable[[MoAState
             for m in messages
         ]
         settings = model.model_dump(mode="json", exclude={"fallback"})
-        return json.dumps([settings, prompt, state.get("run_params") or {}])
+        params = state.get("run_params") or {}
+        if seat.role == "proposer":  # tools and stop change only the answer nodes' calls
+            params = {k: v for k, v in params.items() if k not in ANSWER_PARAMS}
+        return json.dumps([settings, prompt, params])
 
     return key

@@ -217,6 +217,19 @@ def test_spec_file_preset_and_bad_values(tmp_path: Any, model: Any) -> None:
         ChatMoA(spec=spec(model)).invoke("hi", foo=1)
 
 
+def test_a_cache_true_spec_reuses_answers(
+    server: OpenAIServer, model: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    llm = ChatMoA(spec=spec(model, cache=True))
+    first = llm.invoke("same?")
+    assert llm.invoke("same?").content == first.content
+    assert server.call_count("p1") == 1 and server.call_count("agg") == 1
+    tools = llm.bind_tools([get_weather])
+    tools.invoke("same?")  # tools change the answer, not what the proposers are asked
+    assert server.call_count("agg") == 2 and server.call_count("p1") == 1
+
+
 def test_errors_propagate_as_moa_errors(server: OpenAIServer, model: Any) -> None:
     for name in ("p1", "p2"):
         server.set_behavior(name, Behavior(always_status=500))
