@@ -121,6 +121,14 @@ class Context:
         default=None,
         metadata={"description": "Override every model's max_tokens for this run."},
     )
+    stop: list[str] | None = field(
+        default=None,
+        metadata={
+            "description": "Stop sequences for the answer (the aggregator and its fallback);"
+            " proposers write whole answers, since the aggregator reads them. At most 4, each"
+            " at most 64 characters."
+        },
+    )
     stream_proposers: bool = field(
         default=False,
         metadata={
@@ -158,19 +166,15 @@ class Context:
         default=None,
         metadata={"description": "'auto', 'none', 'any'/'required' or a tool's name."},
     )
-    stop: list[str] | None = field(
-        default=None,
-        metadata={"description": "Stop sequences of the final answer (aggregator/fallback)."},
-    )
 
     def __post_init__(self) -> None:
         """Refuse bad overrides when the run starts, before any model is called (LangGraph
         builds the context from the caller's dict with this constructor)."""
         check_overrides(self.temperature, self.max_tokens)
+        check_stop(self.stop)
         if not isinstance(self.stream_proposers, bool):
             raise InvalidInputError("context.stream_proposers: must be true or false")
-        check_answer_params(self.tools, self.tool_choice, self.stop)
-
+        check_tools(self.tools, self.tool_choice)
 
 def check_overrides(temperature: object, max_tokens: object, cap: int = MAX_TOKENS) -> None:
     """Per-run ``temperature`` (a number from 0 to 2) and ``max_tokens`` (1..cap)."""
@@ -190,13 +194,11 @@ MAX_TOOLS = 128
 """Most tools one run may offer the aggregator (OpenAI's own limit)."""
 MAX_TOOLS_CHARS = 256_000
 """Largest JSON of a run's tool schemas."""
-MAX_STOP = 4
-MAX_STOP_CHARS = 64
 
 
-def check_answer_params(tools: object, tool_choice: object, stop: object) -> None:
-    """Per-run tools (OpenAI tool schemas), ``tool_choice`` and ``stop``, bounded like the
-    rest of a run's input (a clear error naming the field, before any model is called)."""
+def check_tools(tools: object, tool_choice: object) -> None:
+    """Per-run tools (OpenAI tool schemas) and ``tool_choice``, bounded like the rest of a
+    run's input (a clear error naming the field, before any model is called)."""
     if tools is not None:
         if not isinstance(tools, list) or len(tools) > MAX_TOOLS:
             raise InvalidInputError(f"context.tools: must be a list of at most {MAX_TOOLS} tools")
@@ -226,13 +228,24 @@ def check_answer_params(tools: object, tool_choice: object, stop: object) -> Non
             raise InvalidInputError("context.tool_choice: must be a string or an object")
         if not tools and tool_choice not in ("none", "auto"):
             raise InvalidInputError("context.tool_choice: set without any tools")
-    if stop is not None and (
+
+
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 64
+
+
+def check_stop(stop: object) -> None:
+    """Per-run stop sequences: a list of at most 4 non-empty strings of at most 64 characters."""
+    if stop is None:
+        return
+    if (
         not isinstance(stop, list)
-        or len(stop) > MAX_STOP
+        or len(stop) > MAX_STOP_SEQUENCES
         or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in stop)
     ):
         raise InvalidInputError(
-            f"context.stop: at most {MAX_STOP} non-empty strings of {MAX_STOP_CHARS} characters"
+            f"context.stop: must be a list of at most {MAX_STOP_SEQUENCES} non-empty strings"
+            f" of at most {MAX_STOP_CHARS} characters"
         )
 
 

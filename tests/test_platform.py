@@ -102,13 +102,13 @@ def test_factories_default_topologies_without_checkpointer():
     assert set(props) == {
         "temperature",
         "max_tokens",
+        "stop",
         "max_cost",
         "preset",
         "spec",
         "stream_proposers",
         "tools",
         "tool_choice",
-        "stop",
     }
     assert props["stream_proposers"]["default"] is True  # Studio shows proposers typing
 

@@ -19,7 +19,7 @@ from langchain_core.messages.tool import tool_call_chunk
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langgraph_moa.errors import InvalidInputError
-from langgraph_moa.graphs.state import check_answer_params
+from langgraph_moa.graphs.state import check_stop, check_tools
 
 ACCEPTED_IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls"})
 """Fields OpenAI clients commonly send that do not change an answer: accepted, unused."""
@@ -95,10 +95,6 @@ class ChatRequest(BaseModel):
     tool_choice: str | dict[str, Any] | None = None
     moa: MoAOptions | None = None
 
-    @property
-    def stop_list(self) -> list[str] | None:
-        return [self.stop] if isinstance(self.stop, str) else self.stop or None
-
 
 def parse_request(body: Any, *, max_messages: int, max_tokens_cap: int) -> ChatRequest:
     """Validate a request body; every refusal names the field."""
@@ -118,6 +114,12 @@ def parse_request(body: Any, *, max_messages: int, max_tokens_cap: int) -> ChatR
         raise APIError(
             400, f"unsupported field {unknown[0]!r}", param=unknown[0], code="unsupported_parameter"
         )
+    if isinstance(request.stop, str):
+        request.stop = [request.stop]
+    try:
+        check_stop(request.stop)
+    except InvalidInputError as exc:
+        raise APIError(400, str(exc).removeprefix("context."), param="stop") from None
     if (request.n or 1) != 1:
         raise APIError(400, "only n=1 is supported (one mixture run per request)", param="n")
     if len(request.messages) > max_messages:
@@ -126,7 +128,7 @@ def parse_request(body: Any, *, max_messages: int, max_tokens_cap: int) -> ChatR
     if limit is not None and limit > max_tokens_cap:
         raise APIError(400, f"max_tokens is capped at {max_tokens_cap}", param="max_tokens")
     try:  # the same bounds a graph run's Context applies, named as the request's fields
-        check_answer_params(request.tools or None, request.tool_choice, request.stop_list)
+        check_tools(request.tools or None, request.tool_choice)
     except InvalidInputError as exc:
         message = str(exc).removeprefix("context.")
         raise APIError(400, message, param=message.split(":")[0].split("[")[0]) from None

@@ -407,6 +407,7 @@ class OpenAIServer:
             "messages": [],
             "max_tokens": None,
             "temperature": None,
+            "stop": None,
             "has_auth": "Authorization" in request.headers,
             "call_index": 0,
             "start": start,
@@ -418,7 +419,6 @@ class OpenAIServer:
             "completion_tokens": None,
             "tools": None,
             "tool_choice": None,
-            "stop": None,
         }
         try:
             return await self._chat_inner(request, record)
@@ -509,6 +509,10 @@ class OpenAIServer:
             content = f"{model} says: {_last_user_text(messages)}"
         if beh.tokens is not None and not beh.empty:
             content = _fit_tokens(content, beh.tokens)
+        stops = rec["stop"] if isinstance(rec["stop"], list) else [rec["stop"]]
+        cuts = [content.find(s) for s in stops if isinstance(s, str) and s and s in content]
+        if cuts:  # as OpenAI does: the answer ends before the first stop sequence
+            content = content[: min(cuts)]
         finish_reason = "stop"
         if (
             beh.respect_max_tokens
