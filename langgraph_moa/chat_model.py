@@ -457,16 +457,19 @@ class ChatMoA(BaseChatModel):
             context=self._context(stop, kwargs),
             stream_mode=_MODES,
         )
-        while (event := detached.run(next, events, None)) is not None:
-            mode, data = event
-            if mode == "values":
-                out = data
-            elif (piece := self._piece(mode, data)) is not None:
-                answered = True
-                chunk = ChatGenerationChunk(message=piece)
-                if run_manager is not None:
-                    run_manager.on_llm_new_token(piece.text, chunk=chunk)
-                yield chunk
+        try:
+            while (event := detached.run(next, events, None)) is not None:
+                mode, data = event
+                if mode == "values":
+                    out = data
+                elif (piece := self._piece(mode, data)) is not None:
+                    answered = True
+                    chunk = ChatGenerationChunk(message=piece)
+                    if run_manager is not None:
+                        run_manager.on_llm_new_token(piece.text, chunk=chunk)
+                    yield chunk
+        finally:  # a caller that stops reading ends the run now, not at garbage collection
+            detached.run(events.close)
         yield ChatGenerationChunk(message=self._last(out, answered))
 
     async def _astream(

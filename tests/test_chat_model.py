@@ -349,6 +349,34 @@ def test_agent_loop_calls_a_tool_through_chatmoa(llm: ChatMoA, server: OpenAISer
     assert second[-1] == {"role": "user", "content": result}
 
 
+async def test_async_agent_streams_through_chatmoa(llm: ChatMoA, server: OpenAIServer) -> None:
+    from langchain.agents import create_agent
+
+    agent = create_agent(llm, tools=[get_weather])
+    text = ""
+    async for chunk, meta in agent.astream(
+        {"messages": [("user", "Weather in 'Lima'?")]}, stream_mode="messages"
+    ):
+        assert meta["langgraph_node"] in ("model", "tools")
+        if meta["langgraph_node"] == "model":
+            text += chunk.text
+    assert text == "agg says: Weather in 'Lima'?"
+    assert [r["stream"] for r in by_model(server)["agg"]] == [True, True]
+
+
+async def test_the_graph_takes_tools_from_its_context(server: OpenAIServer, model: Any) -> None:
+    """Any face can offer tools: they are part of the run's Context, not of ChatMoA."""
+    from langgraph_moa.graphs.builder import create_moa
+
+    server.set_behavior("agg", Behavior(tool_calls=True))
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+    out = await create_moa(spec(model)).ainvoke(
+        {"messages": [("user", "look it up")]}, context=Context(tools=tools)
+    )
+    assert out["messages"][-1].tool_calls[0]["name"] == "lookup"
+    assert out["answer"] == ""
+
+
 def test_agent_stream_shows_only_the_agents_own_nodes(llm: ChatMoA) -> None:
     """ChatMoA inside a graph is one model call: its inner nodes never leak into the
     outer graph's messages stream, checkpoints or namespaces."""
