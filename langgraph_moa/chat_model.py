@@ -469,7 +469,9 @@ class ChatMoA(BaseChatModel):
                         run_manager.on_llm_new_token(piece.text, chunk=chunk)
                     yield chunk
         finally:  # a caller that stops reading ends the run now, not at garbage collection
-            detached.run(events.close)
+            close = getattr(events, "close", None)
+            if close is not None:
+                detached.run(close)
         yield ChatGenerationChunk(message=self._last(out, answered))
 
     async def _astream(
