@@ -176,6 +176,7 @@ class Context:
             raise InvalidInputError("context.stream_proposers: must be true or false")
         check_tools(self.tools, self.tool_choice)
 
+
 def check_overrides(temperature: object, max_tokens: object, cap: int = MAX_TOKENS) -> None:
     """Per-run ``temperature`` (a number from 0 to 2) and ``max_tokens`` (1..cap)."""
     if temperature is not None and (
