@@ -303,6 +303,21 @@ def test_proposers_see_tool_turns_as_text(llm: ChatMoA, server: OpenAIServer) ->
         assert messages[2]["content"] == "[tool get_weather returned]: It's sunny in Paris."
 
 
+def test_the_fallback_answer_gets_the_tools(server: OpenAIServer, model: Any) -> None:
+    """A failed layer sends the run to the aggregator's fallback, which answers the user
+    directly: it is an answer node, so it is handed the tools."""
+    for name in ("p1", "p2"):
+        server.set_behavior(name, Behavior(always_status=500))
+    server.set_behavior("backup", Behavior(tool_calls=True))
+    aggregator = model("agg", fallback=model("backup"))
+    llm = ChatMoA(spec={"layers": [[model("p1"), model("p2")]], "aggregator": aggregator})
+    answer = llm.bind_tools([get_weather]).invoke("Weather in 'Oslo'?")
+    assert answer.tool_calls[0]["args"] == {"location": "Oslo"}
+    assert "layer 1 failed" in answer.response_metadata["moa"]["fallback_reason"]
+    log = by_model(server)
+    assert log["backup"][0]["tools"] == ["get_weather"] and "agg" not in log
+
+
 def test_with_structured_output(llm: ChatMoA) -> None:
     class Weather(BaseModel):
         """A weather report."""
