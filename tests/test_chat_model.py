@@ -392,6 +392,22 @@ async def test_the_graph_takes_tools_from_its_context(server: OpenAIServer, mode
     assert out["answer"] == ""
 
 
+def test_agent_structured_response_through_the_aggregator(
+    llm: ChatMoA, server: OpenAIServer
+) -> None:
+    from langchain.agents import create_agent
+
+    class Weather(BaseModel):
+        city: str
+        degrees: int
+
+    agent = create_agent(llm, tools=[], response_format=Weather)
+    out = agent.invoke({"messages": [("user", "'Oslo' is 12 degrees")]})
+    assert out["structured_response"] == Weather(city="Oslo", degrees=12)
+    log = by_model(server)
+    assert log["agg"][0]["tools"] == ["Weather"] and log["p1"][0]["tools"] is None
+
+
 def test_agent_stream_shows_only_the_agents_own_nodes(llm: ChatMoA) -> None:
     """ChatMoA inside a graph is one model call: its inner nodes never leak into the
     outer graph's messages stream, checkpoints or namespaces."""
