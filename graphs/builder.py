@@ -111,7 +111,9 @@ def build_graph(
     final_targets = [REVIEW] if spec.review else aggregator_entry
     for k, models in enumerate(spec.layers, 1):
         entry, reducer = names.layer(k), names.aggregate(k)
-        graph.add_node(entry, with_sync(layer_entry(k, spec), entry), metadata={"moa_layer": k})
+        graph.add_node(
+            entry, with_sync(layer_entry(k, spec, chat_models), entry), metadata={"moa_layer": k}
+        )
         if k == 1:
             graph.add_edge(START, entry)
         for model in models:

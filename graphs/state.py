@@ -7,6 +7,7 @@ so every checkpoint can be stored, diffed and shown in Studio.
 
 from __future__ import annotations
 
+import json
 import operator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -228,6 +229,17 @@ class Context:
         default=None,
         metadata={"description": "A whole spec (as in a YAML/JSON file) instead of a preset."},
     )
+    tools: list[dict[str, Any]] | None = field(
+        default=None,
+        metadata={
+            "description": "Tools (OpenAI tool schemas) the final answer may call: handed to"
+            " the aggregator and its fallback only; proposers see tool turns as plain text."
+        },
+    )
+    tool_choice: str | dict[str, Any] | None = field(
+        default=None,
+        metadata={"description": "'auto', 'none', 'any'/'required' or a tool's name."},
+    )
 
     def __post_init__(self) -> None:
         """Refuse bad overrides when the run starts, before any model is called (LangGraph
@@ -236,6 +248,7 @@ class Context:
         check_stop(self.stop)
         if not isinstance(self.stream_proposers, bool):
             raise InvalidInputError("context.stream_proposers: must be true or false")
+        check_tools(self.tools, self.tool_choice)
 
 
 def check_overrides(temperature: object, max_tokens: object, cap: int = MAX_TOKENS) -> None:
@@ -250,6 +263,46 @@ def check_overrides(temperature: object, max_tokens: object, cap: int = MAX_TOKE
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 0 < max_tokens <= cap
     ):
         raise InvalidInputError(f"context.max_tokens: must be a whole number from 1 to {cap}")
+
+
+MAX_TOOLS = 128
+"""Most tools one run may offer the aggregator (OpenAI's own limit)."""
+MAX_TOOLS_CHARS = 256_000
+"""Largest JSON of a run's tool schemas."""
+
+
+def check_tools(tools: object, tool_choice: object) -> None:
+    """Per-run tools (OpenAI tool schemas) and ``tool_choice``, bounded like the rest of a
+    run's input (a clear error naming the field, before any model is called)."""
+    if tools is not None:
+        if not isinstance(tools, list) or len(tools) > MAX_TOOLS:
+            raise InvalidInputError(f"context.tools: must be a list of at most {MAX_TOOLS} tools")
+        for i, tool in enumerate(tools):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if (
+                not isinstance(tool, dict)
+                or tool.get("type") != "function"
+                or not isinstance(function, dict)
+                or not isinstance(function.get("name"), str)
+                or not function["name"]
+            ):
+                raise InvalidInputError(
+                    f"context.tools[{i}]: must be an OpenAI tool schema"
+                    " ({'type': 'function', 'function': {'name': ..., 'parameters': ...}})"
+                )
+        try:
+            size = len(json.dumps(tools))
+        except (TypeError, ValueError):
+            raise InvalidInputError("context.tools: must be JSON data") from None
+        if size > MAX_TOOLS_CHARS:
+            raise InvalidInputError(f"context.tools: larger than {MAX_TOOLS_CHARS} characters")
+    if tool_choice is not None:
+        if not isinstance(tool_choice, (str, dict)) or (
+            isinstance(tool_choice, str) and len(tool_choice) > 256
+        ):
+            raise InvalidInputError("context.tool_choice: must be a string or an object")
+        if not tools and tool_choice not in ("none", "auto"):
+            raise InvalidInputError("context.tool_choice: set without any tools")
 
 
 MAX_STOP_SEQUENCES = 4

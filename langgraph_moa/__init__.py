@@ -13,6 +13,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on first use
+    from langgraph_moa.chat_model import ChatMoA as ChatMoA
     from langgraph_moa.errors import (
         ContextOverflowError as ContextOverflowError,
         EmptyResponseError as EmptyResponseError,
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         ModelCallError as ModelCallError,
         ModelTimeoutError as ModelTimeoutError,
         SpecError as SpecError,
+        ToolCallingUnsupportedError as ToolCallingUnsupportedError,
     )
     from langgraph_moa.graphs.builder import (
         build_graph as build_graph,
@@ -50,6 +52,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
 
 
 _EXPORTS = {
+    "langgraph_moa.chat_model": ["ChatMoA"],
     "langgraph_moa.graphs.builder": ["build_graph", "create_moa"],
     "langgraph_moa.graphs.spec": [
         "MoASpec",
@@ -72,6 +75,7 @@ _EXPORTS = {
         "ModelCallError",
         "MoAError",
         "SpecError",
+        "ToolCallingUnsupportedError",
     ],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -33,6 +33,18 @@ class MissingAPIKeyError(SpecError):
         super().__init__("missing API key environment variable(s):\n" + "\n".join(lines))
 
 
+class ToolCallingUnsupportedError(SpecError):
+    """Tools were offered to a run whose answer model (the aggregator or one of its
+    fallbacks) cannot call tools, e.g. the embedded ``local`` llama.cpp model."""
+
+    def __init__(self, models: list[str]):
+        self.models = models
+        super().__init__(
+            f"{', '.join(models)} cannot call tools: the aggregator and its fallbacks answer"
+            " tool-calling requests; choose a spec whose aggregator supports tool calling"
+        )
+
+
 class InvalidInputError(MoAError, ValueError):
     """The question or messages cannot be answered (empty, unknown role, wrong content type)."""
 

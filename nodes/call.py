@@ -9,18 +9,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tracers._streaming import _StreamingCallbackHandler
 from langgraph.config import get_config
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
 
-from langgraph_moa.errors import EmptyResponseError, ModelTimeoutError
+from langgraph_moa.errors import (
+    EmptyResponseError,
+    ModelTimeoutError,
+    ToolCallingUnsupportedError,
+)
 from langgraph_moa.graphs.names import ANSWER_NODES, WINDOW
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import Call, CallStatus, Context, MoAState
@@ -79,15 +83,18 @@ async def call_model(
     cheapest call there is. A proposer nobody watches is told so twice: ``stream=False``
     (LangChain's opt-out) and the ``nostream`` tag (LangGraph's messages stream skips it).
     """
-    chat = chat_models.get(str(model.name)) or get_chat_model(model)
+    chat: Runnable[Any, Any] = chat_models.get(str(model.name)) or get_chat_model(model)
     ctx = runtime.context
     kwargs: dict[str, Any] = {}
     if ctx is not None and ctx.temperature is not None:
         kwargs["temperature"] = ctx.temperature
     if ctx is not None and ctx.max_tokens is not None:
         kwargs["max_tokens"] = ctx.max_tokens
-    if ctx is not None and ctx.stop and seat.node in ANSWER_NODES:  # not a window synthesis
-        kwargs["stop"] = ctx.stop
+    if ctx is not None and seat.node in ANSWER_NODES:  # the answer (not a window synthesis)
+        if ctx.tools:
+            chat = bind_answer_tools(chat, model, ctx.tools, ctx.tool_choice)
+        if ctx.stop:
+            kwargs["stop"] = ctx.stop
     tags = [f"moa:{seat.role}", f"moa:layer_{seat.layer}", f"moa:model:{model.name}"]
     # moa_* metadata comes from the node (add_node metadata) and is inherited.
     config: RunnableConfig = {"run_name": seat.node, "tags": tags}
@@ -105,9 +112,25 @@ async def call_model(
     message = await chat.ainvoke(messages, config=config, **kwargs)
     latency = time.perf_counter() - start
     ttft = None if first is None or first.at is None else first.at - start
-    if not isinstance(message, AIMessage) or not message.text.strip():
+    if not isinstance(message, AIMessage) or not (message.text.strip() or message.tool_calls):
         raise EmptyResponseError(str(model.name), "empty response (no content)")
     return message, latency, ttft
+
+
+def bind_answer_tools(
+    chat: Runnable[Any, Any],
+    model: ModelSpec,
+    tools: list[dict[str, Any]],
+    tool_choice: str | dict[str, Any] | None,
+) -> Runnable[Any, Any]:
+    """The answer model bound to the run's tools (the provider's own ``bind_tools`` maps
+    ``tool_choice``: ``"any"`` becomes OpenAI's ``"required"``, a name a forced function)."""
+    if not isinstance(chat, BaseChatModel):
+        return chat
+    try:
+        return chat.bind_tools(tools, tool_choice=cast(Any, tool_choice))
+    except NotImplementedError:
+        raise ToolCallingUnsupportedError([f"{model.name} ({model.model})"]) from None
 
 
 def record(
@@ -164,7 +187,13 @@ def result(
         synthesis = strip_reasoning(message.text, spec).strip()
         window = int(state.get("window") or 0) + 1
         return {"synthesis": synthesis, "window": window, "calls": [done]}
-    final = AIMessage(content=message.text, id=message.id, usage_metadata=message.usage_metadata)
+    final = AIMessage(
+        content=message.text,
+        id=message.id,
+        usage_metadata=message.usage_metadata,
+        tool_calls=message.tool_calls,
+        invalid_tool_calls=message.invalid_tool_calls,
+    )
     return {"answer": message.text, "messages": [final], "calls": [done]}
 
 
@@ -203,7 +232,7 @@ async def answer(
         emit(runtime, "call_refit", seat, model, window=window)
         messages, truncated = prepare_messages(state, model, spec, seat, window=window)
         message, latency, ttft = await call()
-    if not strip_reasoning(message.text, spec).strip():
+    if not (strip_reasoning(message.text, spec).strip() or message.tool_calls):
         raise EmptyResponseError(str(model.name), "empty response (only reasoning)")
     done = record(
         model,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import regex
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AnyMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, interrupt
@@ -22,6 +23,7 @@ from langgraph_moa.graphs import names
 from langgraph_moa.graphs.spec import DEFAULT_STRIP_PATTERNS, MoASpec, ModelSpec
 from langgraph_moa.graphs.state import Context, MoAState
 from langgraph_moa.nodes.caps import cap_reference
+from langgraph_moa.nodes.tools import check_tool_support
 
 _log = logging.getLogger(__name__)
 _ROLES = {"human", "ai", "system", "tool"}
@@ -37,9 +39,11 @@ def validate_messages(messages: list[AnyMessage]) -> None:
         if not isinstance(m.content, (str, list)):
             raise InvalidInputError(f"messages[{i}]: content must be text")
     last = messages[-1]
-    if last.type != "human":
-        raise InvalidInputError(f"the last message must be the user's, not {last.type!r}")
-    if not last.text.strip():
+    if last.type not in ("human", "tool"):  # a tool's result: an agent's next turn
+        raise InvalidInputError(
+            f"the last message must be the user's or a tool result, not {last.type!r}"
+        )
+    if last.type == "human" and not last.text.strip():
         raise InvalidInputError("the question is empty")
 
 
@@ -93,7 +97,7 @@ def strip_reasoning(text: str, spec: MoASpec) -> str:
 
 
 def layer_entry(
-    layer: int, spec: MoASpec
+    layer: int, spec: MoASpec, chat_models: Mapping[str, BaseChatModel] | None = None
 ) -> Callable[[MoAState, Runtime[Context]], Coroutine[Any, Any, dict[str, Any]]]:
     """Entry of a proposer layer: the node every proposer of the layer fans out from."""
 
@@ -110,6 +114,8 @@ def layer_entry(
             return {}
         validate_messages(state.get("messages") or [])
         spec.check_keys()
+        if runtime.context is not None and runtime.context.tools:
+            check_tool_support(spec, chat_models or {})
         raise_over_cost(costs.guard_layer(state, spec, layer, runtime.context), None)
         return {
             "answers": Overwrite({}),
@@ -210,6 +216,9 @@ def run_params(context: Context | None) -> dict[str, Any]:
     overrides = {
         "temperature": context.temperature,
         "max_tokens": context.max_tokens,
+        # What the final answer may call changes it (and what the aggregator is sent).
+        "tools": context.tools,
+        "tool_choice": context.tool_choice,
         "stop": context.stop,
     }
     return {k: v for k, v in overrides.items() if v is not None}

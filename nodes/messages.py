@@ -16,14 +16,23 @@ from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import MoAState
 from langgraph_moa.nodes import budget
 from langgraph_moa.nodes.seat import Seat
+from langgraph_moa.nodes.tools import tool_turns_as_text
 from langgraph_moa.nodes.window import window_references
 from langgraph_moa.prompts import inject_references, with_system_prompt
+
+
+def offers_tools(seat: Seat, state: MoAState) -> bool:
+    """Whether this seat's model is handed the run's tools: the answer nodes only, and only
+    in a run that offers tools (``run_params``, written from the run's context by layer_1)."""
+    return seat.node in names.ANSWER_NODES and bool((state.get("run_params") or {}).get("tools"))
 
 
 def prepare_messages(
     state: MoAState, model: ModelSpec, spec: MoASpec, seat: Seat, window: int | None = None
 ) -> tuple[list[AnyMessage], int]:
-    """The exact messages this model receives, and how many references were shortened."""
+    """The exact messages this model receives, and how many references were shortened.
+
+    A model that is not handed the run's tools sees tool calls and results as plain text."""
     if seat.role == "ranker":
         from langgraph_moa.nodes.rank import ranking_messages
 
@@ -32,7 +41,10 @@ def prepare_messages(
         from langgraph_moa.nodes.stop import judge_messages
 
         return judge_messages(state, model, spec), 0
-    messages = with_system_prompt(list(state["messages"]), model.system_prompt)
+    conversation = list(state["messages"])
+    if not offers_tools(seat, state):
+        conversation = tool_turns_as_text(conversation)
+    messages = with_system_prompt(conversation, model.system_prompt)
     if not seat.references:
         return messages, 0
     references = list(state.get("references") or [])
@@ -57,6 +69,10 @@ def prepare_messages(
     )
 
 
+ANSWER_PARAMS = frozenset({"tools", "tool_choice", "stop"})
+"""Run parameters only the answer nodes (aggregator, fallback) are called with."""
+
+
 def cache_key(
     model: ModelSpec, spec: MoASpec, seat: Seat, gate: Callable[[MoAState], bool] | None = None
 ) -> Callable[[MoAState], str]:
@@ -69,9 +85,15 @@ def cache_key(
 
     def key(state: MoAState) -> str:
         messages, _ = prepare_messages(state, model, spec, seat)
-        prompt = [(m.type, m.text) for m in messages]
+        prompt = [
+            (m.type, m.text, tc) if (tc := getattr(m, "tool_calls", None)) else (m.type, m.text)
+            for m in messages
+        ]
         settings = model.model_dump(mode="json", exclude={"fallback"})
         called = [gate(state)] if gate is not None else []
-        return json.dumps([settings, prompt, state.get("run_params") or {}, *called])
+        params = state.get("run_params") or {}
+        if seat.node not in names.ANSWER_NODES:  # tools, stop: answer nodes only
+            params = {k: v for k, v in params.items() if k not in ANSWER_PARAMS}
+        return json.dumps([settings, prompt, params, *called])
 
     return key

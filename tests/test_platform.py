@@ -113,6 +113,8 @@ def test_factories_default_topologies_without_checkpointer():
         "preset",
         "spec",
         "stream_proposers",
+        "tools",
+        "tool_choice",
     }
     assert props["stream_proposers"]["default"] is True  # Studio shows proposers typing
 

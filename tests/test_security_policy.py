@@ -66,6 +66,10 @@ def test_default_policy_runs_registered_names_only():
         ({"max_tokens": 0}, r"context\.max_tokens"),
         ({"max_tokens": 1.5}, r"context\.max_tokens"),
         ({"max_tokens": 10**9}, r"context\.max_tokens"),
+        ({"tools": [{"type": "function"}]}, r"context\.tools\[0\]"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}] * 200}, r"context\.tools"),
+        ({"tools": "f"}, r"context\.tools"),
+        ({"tool_choice": "required"}, r"context\.tool_choice"),
     ],
 )
 def test_overrides_are_validated_for_every_run(context, match):

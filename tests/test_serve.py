@@ -6,6 +6,7 @@ project's OpenAI-compatible test server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -151,6 +152,74 @@ def test_streaming_with_include_usage(client: openai.OpenAI, upstream: Any) -> N
     assert streamed == {"agg"}  # only the answer streams
 
 
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather at a place.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@pytest.fixture
+def calling_agg(upstream: OpenAIServer) -> Iterator[OpenAIServer]:
+    """The upstream aggregator answers with a tool call when it is offered tools."""
+    upstream.reset()
+    upstream.set_behavior("agg", Behavior(latency=0.02, tool_calls=True))
+    yield upstream
+    upstream.set_behavior("agg", None)
+
+
+def test_tools_reach_the_aggregator_only(client: openai.OpenAI, calling_agg: Any) -> None:
+    question = {"role": "user", "content": "Weather in 'Oslo'?"}
+    out = client.chat.completions.create(
+        model="tiny", messages=[question], tools=[WEATHER_TOOL], tool_choice="auto", stop=["END"]
+    )
+    choice = out.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Oslo"}
+    log = {r["model"]: r for r in calling_agg.log()}
+    assert log["agg"]["tools"] == ["get_weather"] and log["agg"]["stop"] == ["END"]
+    assert log["a"]["tools"] is None and log["b"]["tools"] is None and log["a"]["stop"] is None
+    # the agent's next turn: the tool's result goes back, the answer is text
+    calling_agg.reset()
+    follow = [
+        question,
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
+    out = client.chat.completions.create(model="tiny", messages=follow, tools=[WEATHER_TOOL])
+    assert out.choices[0].finish_reason == "stop"
+    assert out.choices[0].message.content == "agg says: Weather in 'Oslo'?"
+    log = {r["model"]: r for r in calling_agg.log()}
+    assert [m["role"] for m in log["agg"]["messages"]][-2:] == ["assistant", "tool"]
+    assert [m["role"] for m in log["a"]["messages"]] == ["user", "assistant", "user"]
+    assert log["a"]["messages"][-1]["content"] == "[tool get_weather returned]: sunny"
+
+
+def test_streamed_tool_call(client: openai.OpenAI, calling_agg: Any) -> None:
+    stream = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "Weather in 'Rome'?"}],
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        stream=True,
+    )
+    chunks = [c for c in stream if c.choices]
+    deltas = [d for c in chunks for d in c.choices[0].delta.tool_calls or []]
+    assert deltas[0].id and deltas[0].function.name == "get_weather"
+    arguments = "".join(d.function.arguments or "" for d in deltas)
+    assert json.loads(arguments) == {"city": "Rome"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
 def test_langchain_chat_openai(served: Served) -> None:
     from langchain_openai import ChatOpenAI
 
@@ -178,7 +247,17 @@ def test_moa_extension_returns_references_and_calls(served: Served) -> None:
         (
             {"model": "tiny", "messages": [{"role": "user", "content": "q"}], "tools": [{}]},
             400,
-            "tool calling",
+            "tools[0]: must be an OpenAI tool schema",
+        ),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "q"}], "tool_choice": "any"},
+            400,
+            "tool_choice: set without any tools",
+        ),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "q"}], "functions": [{}]},
+            400,
+            "use tools",
         ),
         ({"model": "tiny", "messages": []}, 400, "messages"),
         (

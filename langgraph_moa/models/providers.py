@@ -27,6 +27,10 @@ OPENAI_COMPATIBLE: frozenset[str] = frozenset({"openai", "together", "langsmith"
 """Providers whose LangChain class is ``ChatOpenAI``-based: they take ``base_url`` and an
 ``http_async_client``, so they share one aiohttp pool per base URL."""
 
+NO_TOOL_CALLING: frozenset[str] = frozenset({LOCAL_PROVIDER})
+"""Providers whose chat model cannot call tools (``ChatLocalLlama`` has no ``bind_tools``):
+such a model cannot be the aggregator of a run that offers tools."""
+
 URL_PARAMS: frozenset[str] = frozenset(
     {
         "base_url",

@@ -26,6 +26,7 @@ from typing import Any, cast
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
 
 from langgraph_moa.cache import graph_cache
 from langgraph_moa.errors import (
@@ -180,6 +181,8 @@ def create_app(
                 "temperature": req.temperature,
                 "max_tokens": req.max_completion_tokens or req.max_tokens,
                 "stop": req.stop,
+                "tools": req.tools or None,
+                "tool_choice": req.tool_choice if req.tools else None,
             }
             # The same allowlist as the LangGraph server: a served spec by name, overrides only.
             policy.resolve({"preset": req.model, **overrides})
@@ -198,7 +201,7 @@ def create_app(
                 )
             )
         include = req.moa.include if req.moa else []
-        inputs: Any = {"messages": req.messages}
+        inputs: Any = {"messages": oa.conversation(req)}
         cid = oa.completion_id()
         if not req.stream:
             async with running:
@@ -259,18 +262,23 @@ async def _stream(
                     final = part
                     continue
                 token, meta = part
-                if meta.get("langgraph_node") not in ANSWER_NODES or not token.text:
+                calls = oa.tool_call_deltas(token) if isinstance(token, AIMessage) else []
+                if meta.get("langgraph_node") not in ANSWER_NODES or not (token.text or calls):
                     continue
                 if answer_id is not None and token.id != answer_id:
                     # a retried aggregator restarts its answer: tell the client plainly
                     yield _sse(oa.chunk(cid, model, {"content": "\n\n[answer restarted]\n\n"}))
                 answer_id = token.id
-                yield _sse(oa.chunk(cid, model, {"content": token.text}))
+                if calls:
+                    yield _sse(oa.chunk(cid, model, {"tool_calls": calls}))
+                if token.text:
+                    yield _sse(oa.chunk(cid, model, {"content": token.text}))
         except Exception as exc:
             yield _sse(_map_run_error(exc).body())
             yield b"data: [DONE]\n\n"
             return
-        last = oa.chunk(cid, model, {}, finish_reason="stop")
+        finish = "tool_calls" if oa.tool_calls(final) else "stop"
+        last = oa.chunk(cid, model, {}, finish_reason=finish)
         if include:
             last["moa"] = {name: final.get(name) for name in include}
         yield _sse(last)

@@ -2,29 +2,31 @@
 stream chunks and errors (``{"error": {"message", "type", "param", "code"}}``).
 
 A request names a served spec as its ``model`` and may set the per-run overrides the graph's
-``Context`` has (``temperature``, ``max_tokens``, ``stop``); it can never change a served spec's
-topology or endpoints. Fields we do not implement are refused by name, not ignored.
+``Context`` has (``temperature``, ``max_tokens``, ``stop``, ``tools``, ``tool_choice``: tools
+reach the aggregator only, as with ``ChatMoA``); it can never change a served spec's topology
+or endpoints. Fields we do not implement are refused by name, not ignored.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
 
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages.tool import tool_call_chunk
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langgraph_moa.errors import InvalidInputError
-from langgraph_moa.graphs.state import check_stop
+from langgraph_moa.graphs.state import check_stop, check_tools
 
-ACCEPTED_IGNORED = frozenset({"user", "metadata", "store", "service_tier"})
+ACCEPTED_IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls"})
 """Fields OpenAI clients commonly send that do not change an answer: accepted, unused."""
 
 NOT_SUPPORTED = {
-    "tools": "tool calling is not supported by moa serve yet",
-    "tool_choice": "tool calling is not supported by moa serve yet",
-    "functions": "function calling is not supported by moa serve",
-    "function_call": "function calling is not supported by moa serve",
+    "functions": "function calling is not supported by moa serve: use tools",
+    "function_call": "function calling is not supported by moa serve: use tools",
     "response_format": "response_format is not supported by moa serve yet",
     "logprobs": "logprobs are not available from a mixture of models",
     "top_logprobs": "logprobs are not available from a mixture of models",
@@ -97,6 +99,8 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     n: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
     moa: MoAOptions | None = None
 
 
@@ -131,10 +135,24 @@ def parse_request(body: Any, *, max_messages: int, max_tokens_cap: int) -> ChatR
     limit = request.max_completion_tokens or request.max_tokens
     if limit is not None and limit > max_tokens_cap:
         raise APIError(400, f"max_tokens is capped at {max_tokens_cap}", param="max_tokens")
+    try:  # the same bounds a graph run's Context applies, named as the request's fields
+        check_tools(request.tools or None, request.tool_choice)
+    except InvalidInputError as exc:
+        message = str(exc).removeprefix("context.")
+        raise APIError(400, message, param=message.split(":")[0].split("[")[0]) from None
     for name in request.moa.include if request.moa else []:
         if name not in MOA_INCLUDE:
             raise APIError(400, f"moa.include: unknown item {name!r}", param="moa.include")
     return request
+
+
+def conversation(request: ChatRequest) -> list[dict[str, Any]]:
+    """The request's messages for the graph: an assistant turn that only called tools has
+    ``content`` null or absent in OpenAI's format, which LangChain's converter needs as ''."""
+    return [
+        {**m, "content": ""} if m.get("role") == "assistant" and m.get("content") is None else m
+        for m in request.messages
+    ]
 
 
 def usage(calls: list[dict[str, Any]]) -> dict[str, int]:
@@ -152,8 +170,54 @@ def completion_id() -> str:
     return f"chatcmpl-moa-{uuid.uuid4().hex[:24]}"
 
 
+def tool_calls(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answer's tool calls in OpenAI's shape (empty for a text answer)."""
+    messages = out.get("messages") or []
+    last = messages[-1] if messages else None
+    if not isinstance(last, AIMessage):
+        return []
+    return [
+        {
+            "id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+        }
+        for call in last.tool_calls
+    ]
+
+
+def tool_call_deltas(chunk: AIMessage) -> list[dict[str, Any]]:
+    """A streamed answer chunk's ``tool_call_chunks`` (or a whole, unstreamed answer's
+    ``tool_calls``) as ``delta.tool_calls`` entries."""
+    deltas = []
+    pieces = (
+        chunk.tool_call_chunks
+        if isinstance(chunk, AIMessageChunk)
+        else [
+            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c.get("id"), index=i)
+            for i, c in enumerate(chunk.tool_calls)
+        ]
+    )
+    for piece in pieces:
+        delta: dict[str, Any] = {"index": piece.get("index") or 0}
+        function: dict[str, Any] = {"arguments": piece.get("args") or ""}
+        if piece.get("id"):
+            delta.update(id=piece["id"], type="function")
+        if piece.get("name"):
+            function["name"] = piece["name"]
+        delta["function"] = function
+        deltas.append(delta)
+    return deltas
+
+
 def completion(cid: str, model: str, out: dict[str, Any], include: list[str]) -> dict[str, Any]:
-    """A ``chat.completion`` for a finished run."""
+    """A ``chat.completion`` for a finished run (a tool call's ``content`` is null)."""
+    calls = tool_calls(out)
+    message: dict[str, Any] = {"role": "assistant", "content": out.get("answer") or None}
+    if calls:
+        message["tool_calls"] = calls
+    else:
+        message["content"] = out.get("answer", "")
     body: dict[str, Any] = {
         "id": cid,
         "object": "chat.completion",
@@ -162,8 +226,8 @@ def completion(cid: str, model: str, out: dict[str, Any], include: list[str]) ->
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": out.get("answer", "")},
-                "finish_reason": "stop",
+                "message": message,
+                "finish_reason": "tool_calls" if calls else "stop",
             }
         ],
         "usage": usage(out.get("calls") or []),

@@ -7,6 +7,7 @@ See ``langgraph_moa.testing.server`` for the server itself.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -66,6 +67,12 @@ class Behavior:
     """The first N *streaming* requests send a few chunks then close the connection."""
     drop_after_chunks: int = 2
     """How many content chunks are sent before a mid-stream drop."""
+    tool_calls: bool = False
+    """Answer a request that offers ``tools`` with a call of one of them, in OpenAI's shape
+    (``tool_call`` below): the tool ``tool_choice`` forces, else the first whose name the
+    last user message mentions (as a word), else the first; after a tool result (last
+    message ``role: tool``) an ``auto`` request gets a text answer instead, so an agent loop
+    ends."""
     echo_auth: bool = False
     """Injected error bodies quote the request's ``Authorization`` header, as some careless
     upstreams do (for testing that a key an upstream echoes is never stored)."""
@@ -164,3 +171,64 @@ def _fmt_seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+# --------------------------------------------------------------------------- tool calls
+
+_NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
+_QUOTED_RE = re.compile(r"'([^']+)'|\"([^\"]+)\"")
+
+
+def _value(schema: Mapping[str, Any], text: str) -> Any:
+    """A deterministic value of ``schema`` read from ``text``: numbers are the first number
+    in it, strings its first quoted phrase (else the text itself)."""
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [o for o in schema.get(key) or [] if o.get("type") != "null"]
+        if options:
+            return _value(options[0], text)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    number = _NUMBER_RE.search(text)
+    if kind == "integer":
+        return int(float(number.group())) if number else 1
+    if kind == "number":
+        return float(number.group()) if number else 1.0
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    if kind == "object":
+        return _arguments(schema, text)
+    quoted = _QUOTED_RE.search(text)
+    return (quoted.group(1) or quoted.group(2)) if quoted else (text.strip() or "x")
+
+
+def _arguments(schema: Mapping[str, Any], text: str) -> dict[str, Any]:
+    """Arguments for a JSON-schema object: its required properties (all if none required)."""
+    properties = schema.get("properties") or {}
+    required = schema.get("required") or list(properties)
+    return {name: _value(properties.get(name) or {}, text) for name in required}
+
+
+def tool_call(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The (tool name, JSON arguments) a ``tool_calls`` model answers ``body`` with, or None
+    for a text answer (see ``Behavior.tool_calls``)."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("function")]
+    choice = body.get("tool_choice")
+    if not tools or choice == "none":
+        return None
+    messages = body.get("messages") or []
+    forced = None
+    if isinstance(choice, dict):
+        forced = (choice.get("function") or {}).get("name")
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    if forced is None and choice != "required" and last.get("role") == "tool":
+        return None
+    text = _last_user_text(messages)
+    by_name = {t["function"].get("name"): t["function"] for t in tools}
+    mentioned = (n for n in by_name if n and re.search(rf"\b{re.escape(n)}\b", text))
+    name = forced or next(mentioned, None) or next(iter(by_name))
+    function = by_name.get(name) or {}
+    arguments = _arguments(function.get("parameters") or {}, text)
+    return str(name), json.dumps(arguments, ensure_ascii=False)

@@ -31,14 +31,16 @@ Token estimate (``usage`` and the context-window check)
 Request log records (plain dicts, JSON-serialisable)::
 
     seq, model, stream, messages, max_tokens, temperature, has_auth, call_index,
-    start, first_byte, end, status, outcome, prompt_tokens, completion_tokens
+    start, first_byte, end, status, outcome, prompt_tokens, completion_tokens,
+    tools (the offered tools' names, or None), tool_choice, stop
 
 ``start``/``first_byte``/``end`` are ``time.time()`` wall-clock seconds (comparable across
 processes); ``call_index`` is the 1-based per-model request number; ``has_auth`` says
 whether an ``Authorization`` header was sent (its value is never stored). ``outcome`` is
 one of ``ok``, ``empty``, ``malformed``, ``dropped``, ``hang``, ``context_length``,
-``bad_request``, ``cancelled`` (client went away / server stopped before an answer) or the
-HTTP status as a string for injected errors (``"500"``, ``"429"``, ...).
+``bad_request``, ``tool_call`` (answered with a tool call), ``cancelled`` (client went
+away / server stopped before an answer) or the HTTP status as a string for injected
+errors (``"500"``, ``"429"``, ...).
 
 In-process use::
 
@@ -83,6 +85,7 @@ from langgraph_moa.testing.behavior import (
     _fmt_seconds,
     _last_user_text,
     estimate_tokens,
+    tool_call,
 )
 from langgraph_moa.testing.process import ControlClient, ServerProcess
 
@@ -414,6 +417,8 @@ class OpenAIServer:
             "outcome": "cancelled",
             "prompt_tokens": None,
             "completion_tokens": None,
+            "tools": None,
+            "tool_choice": None,
         }
         try:
             return await self._chat_inner(request, record)
@@ -441,6 +446,13 @@ class OpenAIServer:
         rec["messages"] = messages if isinstance(messages, list) else []
         rec["max_tokens"] = max_tokens
         rec["temperature"] = body.get("temperature")
+        tools = body.get("tools")
+        rec["tools"] = (
+            [(t.get("function") or {}).get("name") for t in tools if isinstance(t, dict)]
+            if isinstance(tools, list)
+            else None
+        )
+        rec["tool_choice"] = body.get("tool_choice")
         rec["stop"] = body.get("stop")
         if not isinstance(model, str) or not isinstance(messages, list):
             rec["seq"] = self._append(rec)
@@ -486,6 +498,9 @@ class OpenAIServer:
         if latency > 0:
             await asyncio.sleep(latency)
 
+        call = tool_call(body) if beh.tool_calls and not beh.empty else None
+        if call is not None:
+            return await self._tool_call(request, rec, body, model, prompt_tokens, stream, call)
         if beh.empty:
             content = ""
         elif beh.content is not None:
@@ -554,6 +569,89 @@ class OpenAIServer:
                 "usage": usage,
             },
         )
+
+    async def _tool_call(
+        self,
+        request: web.Request,
+        rec: dict[str, Any],
+        body: dict[str, Any],
+        model: str,
+        prompt_tokens: int,
+        stream: bool,
+        call: tuple[str, str],
+    ) -> web.StreamResponse:
+        """A tool call in OpenAI's shape: ``message.tool_calls`` (finish ``tool_calls``), or
+        streamed as ``delta.tool_calls`` with the arguments split over several chunks."""
+        name, arguments = call
+        call_id = f"call_test{rec['seq']}"
+        completion_tokens = max(1, len(arguments.split()))
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        rec.update(completion_tokens=completion_tokens, status=200, first_byte=time.time())
+        rec["outcome"] = "tool_call"
+        head = {
+            "id": f"chatcmpl-test{rec['seq']}",
+            "created": int(rec["start"]),
+            "model": model,
+            "system_fingerprint": None,
+        }
+        function = {"name": name, "arguments": arguments}
+        if not stream:
+            message = {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "tool_calls": [{"id": call_id, "type": "function", "function": function}],
+            }
+            choice = {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "tool_calls",
+            }
+            return self._json(
+                200, {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
+            )
+        opts = body.get("stream_options")
+        include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+        def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            data = {**head, "object": "chat.completion.chunk", "choices": [choice]}
+            return ("data: " + _dumps(data) + "\n\n").encode()
+
+        opening = {"name": name, "arguments": ""}  # arguments follow in pieces
+        first = {"index": 0, "id": call_id, "type": "function", "function": opening}
+        half = len(arguments) // 2
+        parts = [
+            event({"role": "assistant", "content": None, "tool_calls": [first]}),
+            *(
+                event({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                for piece in (arguments[:half], arguments[half:])
+                if piece
+            ),
+            event({}, "tool_calls"),
+        ]
+        if include_usage:
+            parts.append(
+                (
+                    "data: "
+                    + _dumps(
+                        {**head, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+                    )
+                    + "\n\n"
+                ).encode()
+            )
+        parts.append(b"data: [DONE]\n\n")
+        resp = web.StreamResponse(
+            status=200, headers={"Content-Type": "text/event-stream; charset=utf-8"}
+        )
+        await resp.prepare(request)
+        await resp.write(b"".join(parts))
+        return resp
 
     def _append(self, rec: dict[str, Any]) -> int:
         with self._lock:
