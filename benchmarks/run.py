@@ -60,6 +60,25 @@ def per_run_mb(lv: dict[str, Any], single: dict[str, Any] | None) -> float:
     return (lv["rss_kb"] - single["rss_kb"]) / 1024 / (lv["concurrency"] - 1)
 
 
+def merge_passes(outs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One system's passes as one result: runs pooled per level (p50 over all of them), CPU
+    and wall time summed, peak RSS the highest. A failed pass fails the whole result."""
+    failed = next((o for o in outs if "error" in o), None)
+    if failed is not None or len(outs) == 1:
+        return failed or outs[0]
+    merged = {**outs[0], "passes": len(outs), "levels": []}
+    for levels in zip(*(o["levels"] for o in outs), strict=True):
+        lv = {**levels[0]}
+        for key in ("latencies", "ttfts", "floor"):
+            if key in lv:
+                lv[key] = [x for one in levels for x in one[key]]
+        for key in ("runs", "errors", "failed_runs", "wall_s", "cpu_s"):
+            lv[key] = sum(one[key] for one in levels)
+        lv["rss_kb"] = max(one["rss_kb"] for one in levels)
+        merged["levels"].append(lv)
+    return merged
+
+
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -138,11 +157,10 @@ class Bench:
         print(text, flush=True)
 
     def warm_server(self) -> None:
-        """One untimed run of the baseline at the largest case before anything is measured.
-
-        The first system to load a fresh server process at high concurrency measured up to
-        10 % slower than the same system run second (the server grows its heap and accepts
-        its first few hundred connections), and that penalty always fell on ``ours``."""
+        """One untimed run of the baseline at the largest case before anything is measured, so
+        no system meets a cold server process. The order of the systems still matters on a
+        shared machine (the earlier of two runs of one system measured up to 10 % slower at
+        c=64): ``--passes 2`` runs them a second time in reverse order and pools the runs."""
         a = self.args
         self.behaviors()
         level = {"concurrency": max(a.concurrency), "rounds": 1, "warmup": 0}
@@ -157,10 +175,18 @@ class Bench:
         for layers in a.layers:
             for proposers in a.proposers:
                 levels = [self.level(c) for c in a.concurrency]
+                outs: dict[str, list[dict[str, Any]]] = {s: [] for s in a.systems}
+                for n in range(a.passes):  # odd passes run the systems in reverse order
+                    for system in a.systems[:: -1 if n % 2 else 1]:
+                        outs[system].append(self.worker(system, layers, proposers, levels))
                 for system in a.systems:
-                    out = self.worker(system, layers, proposers, levels)
                     section.append(
-                        {"system": system, "layers": layers, "proposers": proposers, **out}
+                        {
+                            "system": system,
+                            "layers": layers,
+                            "proposers": proposers,
+                            **merge_passes(outs[system]),
+                        }
                     )
         self.results["sections"]["e2e"] = section
         rows = []
@@ -431,6 +457,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, default=0.1, help="layer_deadline, s")
     p.add_argument("--deadline-factor", type=float, default=0.25, help="layer_deadline_factor")
     p.add_argument("--uvloop", action="store_true", help="run the clients on uvloop")
+    p.add_argument(
+        "--passes",
+        type=int,
+        default=1,
+        help="e2e: run every case's systems N times, every other pass in reverse order, and "
+        "pool the runs (the order of systems on a shared machine is worth up to 10%%)",
+    )
     p.add_argument(
         "--compare",
         type=Path,
