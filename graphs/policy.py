@@ -61,7 +61,7 @@ from langgraph_moa.graphs.spec import (
     parse_spec,
     preset_names,
 )
-from langgraph_moa.graphs.state import check_overrides as _check_overrides
+from langgraph_moa.graphs.state import check_overrides as _check_overrides, check_stop
 from langgraph_moa.models.providers import (
     DEFAULT_KEY_ENV,
     OPENAI_COMPATIBLE,
@@ -119,9 +119,10 @@ def _chain(model: ModelSpec | None, path: str) -> dict[int, str]:
 
 
 def check_overrides(source: Mapping[str, Any], max_tokens: int = MAX_OVERRIDE_TOKENS) -> None:
-    """Per-run ``temperature`` (0-2) and ``max_tokens`` (1..cap) or a ``SpecError``."""
+    """Per-run ``temperature`` (0-2), ``max_tokens`` (1..cap) and ``stop``, or a ``SpecError``."""
     try:
         _check_overrides(source.get("temperature"), source.get("max_tokens"), max_tokens)
+        check_stop(source.get("stop"))
     except InvalidInputError as exc:
         raise SpecError(str(exc)) from None
 

@@ -335,7 +335,8 @@ class MoASpec(BaseModel):
     def models(self) -> list[ModelSpec]:
         """Every model of the spec, fallbacks included, in spec order."""
         out: list[ModelSpec] = []
-        for model in [m for layer in self.layers for m in layer] + [self.aggregator]:
+        for first in [m for layer in self.layers for m in layer] + [self.aggregator]:
+            model: ModelSpec | None = first
             while model is not None:
                 out.append(model)
                 model = model.fallback

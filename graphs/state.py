@@ -120,6 +120,14 @@ class Context:
         default=None,
         metadata={"description": "Override every model's max_tokens for this run."},
     )
+    stop: list[str] | None = field(
+        default=None,
+        metadata={
+            "description": "Stop sequences for the answer (the aggregator and its fallback);"
+            " proposers write whole answers, since the aggregator reads them. At most 4, each"
+            " at most 64 characters."
+        },
+    )
     stream_proposers: bool = field(
         default=False,
         metadata={
@@ -151,6 +159,7 @@ class Context:
         """Refuse bad overrides when the run starts, before any model is called (LangGraph
         builds the context from the caller's dict with this constructor)."""
         check_overrides(self.temperature, self.max_tokens)
+        check_stop(self.stop)
         if not isinstance(self.stream_proposers, bool):
             raise InvalidInputError("context.stream_proposers: must be true or false")
 
@@ -167,6 +176,25 @@ def check_overrides(temperature: object, max_tokens: object, cap: int = MAX_TOKE
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 0 < max_tokens <= cap
     ):
         raise InvalidInputError(f"context.max_tokens: must be a whole number from 1 to {cap}")
+
+
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 64
+
+
+def check_stop(stop: object) -> None:
+    """Per-run stop sequences: a list of at most 4 non-empty strings of at most 64 characters."""
+    if stop is None:
+        return
+    if (
+        not isinstance(stop, list)
+        or len(stop) > MAX_STOP_SEQUENCES
+        or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in stop)
+    ):
+        raise InvalidInputError(
+            f"context.stop: must be a list of at most {MAX_STOP_SEQUENCES} non-empty strings"
+            f" of at most {MAX_STOP_CHARS} characters"
+        )
 
 
 @dataclass(kw_only=True)

@@ -56,10 +56,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph.state import CompiledStateGraph
 from langgraph_sdk.runtime import ServerRuntime
 
-from langgraph_moa.graphs.builder import build_graph
+from langgraph_moa.graphs.builder import CompiledMoA, build_graph
 from langgraph_moa.graphs.policy import (
     BASE_URLS_ENV,
     MODELS_ENV,
@@ -72,7 +71,7 @@ from langgraph_moa.graphs.state import Context, ServerContext
 
 __all__ = ["graph_for", "moa", "moa_local", "policy", "spec_from_context"]
 
-_CACHE: OrderedDict[tuple[str, str], CompiledStateGraph] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, str], CompiledMoA] = OrderedDict()
 _CACHE_SIZE = 32
 
 
@@ -94,7 +93,7 @@ def spec_from_context(
     return policy(default).resolve(context, configurable)
 
 
-def graph_for(spec: MoASpec, name: str) -> CompiledStateGraph:
+def graph_for(spec: MoASpec, name: str) -> CompiledMoA:
     """The compiled graph (no checkpointer) for ``spec``, named ``name``; cached."""
     key = (name, json.dumps(spec.model_dump(mode="json"), sort_keys=True))
     graph = _CACHE.get(key)
@@ -110,7 +109,7 @@ def graph_for(spec: MoASpec, name: str) -> CompiledStateGraph:
 
 def _make(
     name: str, default: str, config: RunnableConfig | None, runtime: Any
-) -> CompiledStateGraph:
+) -> CompiledMoA:
     execution = getattr(runtime, "execution_runtime", None)
     context = execution.context if execution is not None else None
     configurable = (config or {}).get("configurable") or {}
@@ -120,7 +119,7 @@ def _make(
 def moa(
     config: RunnableConfig | None = None,
     runtime: ServerRuntime[Context] | None = None,
-) -> CompiledStateGraph:
+) -> CompiledMoA:
     """Graph ``moa``: the paper's MoA preset unless the run's context picks a preset/spec."""
     return _make("moa", "moa", config, runtime)
 
@@ -128,6 +127,6 @@ def moa(
 def moa_local(
     config: RunnableConfig | None = None,
     runtime: ServerRuntime[Context] | None = None,
-) -> CompiledStateGraph:
+) -> CompiledMoA:
     """Graph ``moa_local``: the embedded offline ``local`` preset (SmolLM2 on llama.cpp)."""
     return _make("moa_local", "local", config, runtime)

@@ -88,6 +88,8 @@ async def call_model(
         kwargs["temperature"] = ctx.temperature
     if ctx is not None and ctx.max_tokens is not None:
         kwargs["max_tokens"] = ctx.max_tokens
+    if ctx is not None and ctx.stop and seat.role == "aggregator":
+        kwargs["stop"] = ctx.stop
     tags = [f"moa:{seat.role}", f"moa:layer_{seat.layer}", f"moa:model:{model.name}"]
     # moa_* metadata comes from the node (add_node metadata) and is inherited.
     config: RunnableConfig = {"run_name": seat.node, "tags": tags}

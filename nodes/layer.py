@@ -179,7 +179,11 @@ def run_params(context: Context | None) -> dict[str, Any]:
     """The context's overrides of model settings, for the cache key (issue 15)."""
     if context is None:
         return {}
-    overrides = {"temperature": context.temperature, "max_tokens": context.max_tokens}
+    overrides = {
+        "temperature": context.temperature,
+        "max_tokens": context.max_tokens,
+        "stop": context.stop,
+    }
     return {k: v for k, v in overrides.items() if v is not None}
 
 

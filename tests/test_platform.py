@@ -102,6 +102,7 @@ def test_factories_default_topologies_without_checkpointer():
     assert set(props) == {
         "temperature",
         "max_tokens",
+        "stop",
         "max_cost",
         "preset",
         "spec",

@@ -65,6 +65,10 @@ def test_fallback_chains_are_bounded():
         ({"max_tokens": -1}, r"context\.max_tokens: must be a whole number"),
         ({"max_tokens": "9"}, r"context\.max_tokens"),
         ({"stream_proposers": "yes"}, r"context\.stream_proposers"),
+        ({"stop": "END"}, r"context\.stop: must be a list"),
+        ({"stop": ["a"] * 5}, r"context\.stop: must be a list of at most 4"),
+        ({"stop": ["x" * 65]}, r"context\.stop"),
+        ({"stop": [""]}, r"context\.stop"),
     ],
 )
 def test_context_overrides_are_validated(kw, match):
@@ -74,7 +78,7 @@ def test_context_overrides_are_validated(kw, match):
 
 async def test_bad_override_is_refused_before_any_call(server, model):
     graph = create_moa(spec(model("a")) | {"aggregator": model("agg")})
-    for context in ({"temperature": "hot"}, {"max_tokens": -1}):
+    for context in ({"temperature": "hot"}, {"max_tokens": -1}, {"stop": [1]}):
         with pytest.raises(InvalidInputError, match="context"):
             await graph.ainvoke({"messages": [("user", "hi")]}, context=context)
     assert server.log() == []  # nothing was sent upstream

@@ -102,6 +102,37 @@ def test_completion_with_usage_over_every_call(client: openai.OpenAI, upstream: 
     assert out.usage.prompt_tokens == sum(r["prompt_tokens"] for r in log)
 
 
+def test_stop_ends_the_answer_not_the_proposers(client: openai.OpenAI, upstream: Any) -> None:
+    upstream.reset()
+    out = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Is 221 prime?"}], stop="221"
+    )
+    assert out.choices[0].message.content == "agg says: Is "
+    stops = {r["model"]: r["stop"] for r in upstream.log()}
+    assert stops == {"a": None, "b": None, "agg": ["221"]}  # proposers answer in full
+    with pytest.raises(openai.BadRequestError, match="stop"):
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "x"}], stop=list("12345")
+        )
+
+
+def test_cache_true_spec_answers_a_rerun_from_the_persistent_cache(
+    upstream: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    spec = parse_spec({**_spec(upstream.base_url, "cached"), "cache": True})
+    ask = {"model": "cached", "messages": [{"role": "user", "content": "Once"}], "temperature": 0}
+    answers, calls = [], []
+    for _ in range(2):  # two servers, as after a restart: the cache is on disk
+        upstream.reset()
+        with Served(create_app({"cached": spec}, include_ui=False)) as s:
+            answers.append(httpx.post(f"{s.url}/v1/chat/completions", json=ask, timeout=30).json())
+        calls.append(len(upstream.log()))
+    assert calls == [3, 0]  # the second server made no model call
+    assert answers[0]["choices"] == answers[1]["choices"]
+    assert (tmp_path / "langgraph-moa").is_dir()
+
+
 def test_streaming_with_include_usage(client: openai.OpenAI, upstream: Any) -> None:
     upstream.reset()
     stream = client.chat.completions.create(

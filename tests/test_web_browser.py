@@ -461,3 +461,31 @@ async def test_the_embedded_local_model_in_the_browser(tmp_path: Path) -> None:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+async def test_moa_serve_serves_the_page_at_root(
+    browser: Any, served: Served, tmp_path: Path
+) -> None:
+    """The same page from ``moa serve``'s app, next to its OpenAI-compatible API."""
+    from langgraph_moa.serve import create_app
+
+    url = served.models.base_url
+    spec = parse_spec(
+        {
+            "name": "served",
+            "layers": [[_model(url, "alpha"), _model(url, "beta")]],
+            "aggregator": _model(url, "judge"),
+        }
+    )
+    server, thread, root = serve(create_app({"served": spec}, db_path=tmp_path / "t.sqlite"))
+    try:
+        page = await Page.open(browser, root)
+        assert await page.page.locator("#spec option").all_inner_texts() == ["served (2 + 1)"]
+        turn = await page.ask("Served?")
+        assert await turn.locator(".card").count() == 2
+        assert "The proposers agree" in await turn.locator(".final .markdown").inner_text()
+        assert page.errors == []
+        await page.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -60,11 +60,7 @@ from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
-    ChatMessage,
-    FunctionMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
+    convert_to_openai_messages,
 )
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -551,21 +547,13 @@ def _job(
 # ------------------------------------------------------------------------------- the model
 
 
-def _to_llama_message(message: BaseMessage) -> dict[str, str]:
-    content = message.text if isinstance(message.content, list) else str(message.content)
-    if isinstance(message, SystemMessage):
-        role = "system"
-    elif isinstance(message, HumanMessage):
-        role = "user"
-    elif isinstance(message, AIMessage):
-        role = "assistant"
-    elif isinstance(message, ChatMessage):
-        role = {"human": "user", "ai": "assistant"}.get(message.role, message.role)
-    elif isinstance(message, (ToolMessage, FunctionMessage)):
-        role = "tool"
-    else:
-        raise TypeError(f"ChatLocalLlama cannot convert message of type {type(message)!r}")
-    return {"role": role, "content": content}
+def _to_llama_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain's own OpenAI converter, flattened to what a chat template renders: role and
+    text (the GGUF's template knows nothing of tool-call fields or content parts)."""
+    return [
+        {"role": str(m["role"]), "content": str(m.get("content") or "")}
+        for m in convert_to_openai_messages(list(messages), text_format="string")
+    ]
 
 
 class ChatLocalLlama(BaseChatModel):
@@ -657,7 +645,7 @@ class ChatLocalLlama(BaseChatModel):
     ) -> Callable[[], _Result]:
         return _job(
             self._loaded,
-            [_to_llama_message(m) for m in messages],
+            _to_llama_messages(messages),
             self._params(stop, kwargs),
             cancel,
             emit,

@@ -5,8 +5,9 @@ One compiled graph per served spec, built once at startup; the graphs share the 
 HTTP pools (``langgraph_moa.models.factory``). Non-streaming requests run ``ainvoke`` (every
 model call a plain request); ``stream: true`` streams the aggregator's tokens from
 ``stream_mode="messages"``. Requests choose a served spec by name and may override only
-``temperature`` / ``max_tokens``: they cannot change a spec's topology or endpoints. Errors
-are OpenAI-shaped, never a stack trace; secrets never appear in a response or a log line.
+``temperature`` / ``max_tokens`` / ``stop``: they cannot change a spec's topology or
+endpoints. Errors are OpenAI-shaped, never a stack trace; secrets never appear in a response
+or a log line.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from langchain_core.language_models import BaseChatModel
 
+from langgraph_moa.cache import graph_cache
 from langgraph_moa.errors import (
     InvalidInputError,
     LayerFailedError,
@@ -36,6 +38,7 @@ from langgraph_moa.errors import (
 )
 from langgraph_moa.graphs.builder import CompiledMoA, create_moa
 from langgraph_moa.graphs.names import ANSWER_NODES
+from langgraph_moa.graphs.policy import MAX_OVERRIDE_TOKENS, RunLimits, RunPolicy
 from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.state import Context
 from langgraph_moa.redact import scrub
@@ -50,7 +53,7 @@ class Limits:
 
     max_body_bytes: int = 1 << 20
     max_messages: int = 256
-    max_tokens: int = 32_768
+    max_tokens: int = MAX_OVERRIDE_TOKENS  # the run-spec policy's cap, as on the LangGraph server
     max_concurrent_runs: int = 64
 
 
@@ -64,20 +67,14 @@ def _map_run_error(exc: BaseException) -> oa.APIError:
         return oa.APIError(503, "this model is not configured on the server", etype="server_error")
     if isinstance(exc, (InvalidInputError, SpecError)):
         return oa.APIError(400, scrub(str(exc)))
-    if isinstance(exc, LayerFailedError):
-        failed = ", ".join(sorted(exc.failures)) or "unknown"
+    if isinstance(exc, (LayerFailedError, ModelCallError)):
+        if isinstance(exc, LayerFailedError):
+            what = f"upstream models failed ({', '.join(sorted(exc.failures)) or 'unknown'})"
+        else:
+            what = f"upstream model {exc.model} failed"
+        reason = exc.reason if isinstance(exc, ModelCallError) else str(exc)
         return oa.APIError(
-            502,
-            f"upstream models failed ({failed}): {scrub(str(exc))}"[:1000],
-            etype="upstream_error",
-            code="upstream_failed",
-        )
-    if isinstance(exc, ModelCallError):
-        return oa.APIError(
-            502,
-            f"upstream model {exc.model} failed: {scrub(exc.reason)}"[:1000],
-            etype="upstream_error",
-            code="upstream_failed",
+            502, f"{what}: {scrub(reason)}"[:1000], etype="upstream_error", code="upstream_failed"
         )
     if isinstance(exc, MoAError):
         return oa.APIError(400, scrub(str(exc)))
@@ -106,10 +103,14 @@ def create_app(
         token = os.environ.get(api_key_env)
         if not token:
             raise SpecError(f"--api-key-env {api_key_env}: the variable is not set")
-    graphs: dict[str, CompiledMoA] = {
-        name: create_moa(spec, chat_models=chat_models) for name, spec in specs.items()
+    graphs: dict[str, CompiledMoA] = {  # `cache: true` specs share the persistent cache
+        name: create_moa(spec, chat_models=chat_models, cache=graph_cache(spec))
+        for name, spec in specs.items()
     }
     running = asyncio.Semaphore(limits.max_concurrent_runs)
+    policy = RunPolicy(
+        specs=dict(specs), presets=(), limits=RunLimits(max_tokens=limits.max_tokens)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -172,10 +173,14 @@ def create_app(
                     param="model",
                     code="model_not_found",
                 )
-            context = Context(
-                temperature=req.temperature,
-                max_tokens=req.max_completion_tokens or req.max_tokens,
-            )
+            overrides = {
+                "temperature": req.temperature,
+                "max_tokens": req.max_completion_tokens or req.max_tokens,
+                "stop": req.stop,
+            }
+            # The same allowlist as the LangGraph server: a served spec by name, overrides only.
+            policy.resolve({"preset": req.model, **overrides})
+            context = Context(**overrides)  # type: ignore[arg-type]
         except oa.APIError as exc:
             return _error(exc)
         except MoAError as exc:

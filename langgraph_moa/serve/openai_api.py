@@ -2,7 +2,7 @@
 stream chunks and errors (``{"error": {"message", "type", "param", "code"}}``).
 
 A request names a served spec as its ``model`` and may set the per-run overrides the graph's
-``Context`` has (``temperature``, ``max_tokens``); it can never change a served spec's
+``Context`` has (``temperature``, ``max_tokens``, ``stop``); it can never change a served spec's
 topology or endpoints. Fields we do not implement are refused by name, not ignored.
 """
 
@@ -14,6 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from langgraph_moa.errors import InvalidInputError
+from langgraph_moa.graphs.state import check_stop
+
 ACCEPTED_IGNORED = frozenset({"user", "metadata", "store", "service_tier"})
 """Fields OpenAI clients commonly send that do not change an answer: accepted, unused."""
 
@@ -23,7 +26,6 @@ NOT_SUPPORTED = {
     "functions": "function calling is not supported by moa serve",
     "function_call": "function calling is not supported by moa serve",
     "response_format": "response_format is not supported by moa serve yet",
-    "stop": "stop sequences are not supported by moa serve yet",
     "logprobs": "logprobs are not available from a mixture of models",
     "top_logprobs": "logprobs are not available from a mixture of models",
     "logit_bias": "logit_bias is not supported by moa serve",
@@ -86,6 +88,7 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     n: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
     moa: MoAOptions | None = None
 
 
@@ -107,6 +110,12 @@ def parse_request(body: Any, *, max_messages: int, max_tokens_cap: int) -> ChatR
         raise APIError(
             400, f"unsupported field {unknown[0]!r}", param=unknown[0], code="unsupported_parameter"
         )
+    if isinstance(request.stop, str):
+        request.stop = [request.stop]
+    try:
+        check_stop(request.stop)
+    except InvalidInputError as exc:
+        raise APIError(400, str(exc).removeprefix("context."), param="stop") from None
     if (request.n or 1) != 1:
         raise APIError(400, "only n=1 is supported (one mixture run per request)", param="n")
     if len(request.messages) > max_messages:

@@ -404,6 +404,7 @@ class OpenAIServer:
             "messages": [],
             "max_tokens": None,
             "temperature": None,
+            "stop": None,
             "has_auth": "Authorization" in request.headers,
             "call_index": 0,
             "start": start,
@@ -440,6 +441,7 @@ class OpenAIServer:
         rec["messages"] = messages if isinstance(messages, list) else []
         rec["max_tokens"] = max_tokens
         rec["temperature"] = body.get("temperature")
+        rec["stop"] = body.get("stop")
         if not isinstance(model, str) or not isinstance(messages, list):
             rec["seq"] = self._append(rec)
             return self._bad_request(rec, "'model' (string) and 'messages' (list) are required.")
@@ -492,6 +494,10 @@ class OpenAIServer:
             content = f"{model} says: {_last_user_text(messages)}"
         if beh.tokens is not None and not beh.empty:
             content = _fit_tokens(content, beh.tokens)
+        stops = rec["stop"] if isinstance(rec["stop"], list) else [rec["stop"]]
+        cuts = [content.find(s) for s in stops if isinstance(s, str) and s and s in content]
+        if cuts:  # as OpenAI does: the answer ends before the first stop sequence
+            content = content[: min(cuts)]
         finish_reason = "stop"
         if (
             beh.respect_max_tokens
