@@ -127,6 +127,7 @@ class Bench:
             "mode": kw.pop("mode", "e2e"),
             "levels": levels,
             "uvloop": self.args.uvloop,
+            "tune_gc": self.args.tune_gc,
             **kw,
         }
         t0 = time.perf_counter()
@@ -457,6 +458,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, default=0.1, help="layer_deadline, s")
     p.add_argument("--deadline-factor", type=float, default=0.25, help="layer_deadline_factor")
     p.add_argument("--uvloop", action="store_true", help="run the clients on uvloop")
+    p.add_argument(
+        "--tune-gc",
+        action="store_true",
+        help="every system calls langgraph_moa.tuning.tune_gc() once set up (as moa serve does)",
+    )
     p.add_argument(
         "--passes",
         type=int,
