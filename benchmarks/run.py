@@ -29,6 +29,9 @@ streaming. What a user would otherwise write, so every non-streamed case is meas
 STREAMING = "raw-aiohttp"
 """The same script with every call streamed: the baseline for a streamed final answer."""
 SYSTEMS = ("ours", BASELINE, STREAMING, "raw-httpx")
+COMPARED = "ours@base"
+"""``--compare DIR``: ``ours`` run from another checkout (e.g. ``git archive main``), so a
+change is measured against its parent in the same run, against the same server."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -55,6 +58,25 @@ def per_run_mb(lv: dict[str, Any], single: dict[str, Any] | None) -> float:
     if single is None or lv["concurrency"] <= 1:
         return math.nan
     return (lv["rss_kb"] - single["rss_kb"]) / 1024 / (lv["concurrency"] - 1)
+
+
+def merge_passes(outs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One system's passes as one result: runs pooled per level (p50 over all of them), CPU
+    and wall time summed, peak RSS the highest. A failed pass fails the whole result."""
+    failed = next((o for o in outs if "error" in o), None)
+    if failed is not None or len(outs) == 1:
+        return failed or outs[0]
+    merged = {**outs[0], "passes": len(outs), "levels": []}
+    for levels in zip(*(o["levels"] for o in outs), strict=True):
+        lv = {**levels[0]}
+        for key in ("latencies", "ttfts", "floor"):
+            if key in lv:
+                lv[key] = [x for one in levels for x in one[key]]
+        for key in ("runs", "errors", "failed_runs", "wall_s", "cpu_s"):
+            lv[key] = sum(one[key] for one in levels)
+        lv["rss_kb"] = max(one["rss_kb"] for one in levels)
+        merged["levels"].append(lv)
+    return merged
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -94,6 +116,9 @@ class Bench:
 
     def worker(self, system: str, layers: int, proposers: int, levels: list[dict], **kw: Any):
         self.server.reset()  # the server's request log would otherwise grow all run long
+        cwd, label = ROOT, system
+        if system == COMPARED:
+            system, cwd = "ours", self.args.compare
         job = {
             "system": system,
             "base_url": self.server.base_url,
@@ -102,12 +127,13 @@ class Bench:
             "mode": kw.pop("mode", "e2e"),
             "levels": levels,
             "uvloop": self.args.uvloop,
+            "tune_gc": self.args.tune_gc,
             **kw,
         }
         t0 = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.worker", json.dumps(job)],
-            cwd=ROOT,
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=600,
@@ -115,12 +141,12 @@ class Bench:
         took = time.perf_counter() - t0
         if proc.returncode != 0:
             err = proc.stderr.strip().splitlines()[-1:] or ["?"]
-            print(f"  ! {system} L{layers} P{proposers} failed: {err[0]}", file=sys.stderr)
+            print(f"  ! {label} L{layers} P{proposers} failed: {err[0]}", file=sys.stderr)
             return {"error": proc.stderr[-4000:], "job": job}
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         out["process_s"] = took
         print(
-            f"  {system:13s} L{layers} P{proposers} {job['mode']:5s} "
+            f"  {label:13s} L{layers} P{proposers} {job['mode']:5s} "
             f"levels={[lv['concurrency'] for lv in levels]} {took:5.1f}s",
             file=sys.stderr,
             flush=True,
@@ -131,6 +157,16 @@ class Bench:
         self.md.append(text)
         print(text, flush=True)
 
+    def warm_server(self) -> None:
+        """One untimed run of the baseline at the largest case before anything is measured, so
+        no system meets a cold server process. The order of the systems still matters on a
+        shared machine (the earlier of two runs of one system measured up to 10 % slower at
+        c=64): ``--passes 2`` runs them a second time in reverse order and pools the runs."""
+        a = self.args
+        self.behaviors()
+        level = {"concurrency": max(a.concurrency), "rounds": 1, "warmup": 0}
+        self.worker(BASELINE, max(a.layers), max(a.proposers), [level], mode="e2e")
+
     # ------------------------------------------------------------------ sections
 
     def e2e(self) -> None:
@@ -140,10 +176,18 @@ class Bench:
         for layers in a.layers:
             for proposers in a.proposers:
                 levels = [self.level(c) for c in a.concurrency]
+                outs: dict[str, list[dict[str, Any]]] = {s: [] for s in a.systems}
+                for n in range(a.passes):  # odd passes run the systems in reverse order
+                    for system in a.systems[:: -1 if n % 2 else 1]:
+                        outs[system].append(self.worker(system, layers, proposers, levels))
                 for system in a.systems:
-                    out = self.worker(system, layers, proposers, levels)
                     section.append(
-                        {"system": system, "layers": layers, "proposers": proposers, **out}
+                        {
+                            "system": system,
+                            "layers": layers,
+                            "proposers": proposers,
+                            **merge_passes(outs[system]),
+                        }
                     )
         self.results["sections"]["e2e"] = section
         rows = []
@@ -403,7 +447,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--proposers", type=int, nargs="+")
     p.add_argument("--concurrency", type=int, nargs="+")
     p.add_argument("--ttft-concurrency", type=int, nargs="+")
-    p.add_argument("--systems", nargs="+", choices=[*SYSTEMS, "raw-dicts"])
+    p.add_argument("--systems", nargs="+", choices=[*SYSTEMS, "raw-dicts", COMPARED])
     p.add_argument(
         "--sections",
         nargs="+",
@@ -414,6 +458,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, default=0.1, help="layer_deadline, s")
     p.add_argument("--deadline-factor", type=float, default=0.25, help="layer_deadline_factor")
     p.add_argument("--uvloop", action="store_true", help="run the clients on uvloop")
+    p.add_argument(
+        "--tune-gc",
+        action="store_true",
+        help="every system calls langgraph_moa.tuning.tune_gc() once set up (as moa serve does)",
+    )
+    p.add_argument(
+        "--passes",
+        type=int,
+        default=1,
+        help="e2e: run every case's systems N times, every other pass in reverse order, and "
+        "pool the runs (the order of systems on a shared machine is worth up to 10%%)",
+    )
+    p.add_argument(
+        "--compare",
+        type=Path,
+        help=f"another checkout (e.g. `git archive main | tar -x -C DIR`): its graph runs as "
+        f"{COMPARED!r} next to ours",
+    )
     p.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/<time>.json)")
     args = p.parse_args(argv)
     q = args.quick
@@ -424,6 +486,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.systems = args.systems or (["ours", BASELINE] if q else ["ours", BASELINE, STREAMING])
     if BASELINE not in args.systems:
         args.systems.append(BASELINE)
+    if args.compare and COMPARED not in args.systems:
+        args.systems.insert(1, COMPARED)
     return args
 
 
@@ -439,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
             f"## MoA benchmarks ({'quick' if args.quick else 'full'}; "
             f"layers = the paper's count incl. the aggregator)"
         )
+        bench.warm_server()
         for name in args.sections:
             getattr(bench, name)()
     took = time.perf_counter() - t0

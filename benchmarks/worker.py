@@ -7,7 +7,8 @@ Job keys: ``system`` (ours | raw-aiohttp | raw-httpx | raw-nostream | raw-dicts)
 ``layers`` (the paper's count: proposer layers + the aggregator), ``proposers``, ``mode``
 (e2e: ``ainvoke``; ttft: ``astream(stream_mode="messages")``), ``levels`` (a list of
 ``{"concurrency", "rounds", "warmup", "floor"}``), ``spec`` (extra MoASpec keys, e.g.
-``layer_deadline``), ``uvloop``.
+``layer_deadline``), ``uvloop``, ``tune_gc`` (``langgraph_moa.tuning.tune_gc()`` once the
+system is set up).
 
 A level runs ``concurrency`` closed-loop workers, each doing ``rounds`` runs back to back,
 after ``warmup`` untimed concurrent runs. ``floor``: read the server's request log and
@@ -174,6 +175,10 @@ async def main_async(job: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     make = _ours if job["system"] == "ours" else _raw
     run_once, close, calls = make(job)
+    if job.get("tune_gc"):  # the same for every system; the import loads nothing else
+        from langgraph_moa.tuning import tune_gc
+
+        tune_gc()
     setup = {"setup_s": time.perf_counter() - t0, "setup_rss_kb": rss_kb(), "calls": calls}
     try:
         levels = [await level(run_once, spec, job["base_url"]) for spec in job["levels"]]

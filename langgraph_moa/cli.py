@@ -326,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "eval":
             from langgraph_moa.eval.cli import main as eval_main
+            from langgraph_moa.tuning import tune_gc
+
+            tune_gc()  # many runs at once (langgraph_moa/tuning.py)
 
             return eval_main(args)
         if args.command == "serve":

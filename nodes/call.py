@@ -7,9 +7,10 @@ Raises on failure, so LangGraph's ``RetryPolicy`` on the node decides what to re
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar, cast
 
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.language_models import BaseChatModel
@@ -35,6 +36,8 @@ from langgraph_moa.nodes.failures import is_context_length
 from langgraph_moa.nodes.layer import strip_reasoning
 from langgraph_moa.nodes.messages import prepare_messages
 from langgraph_moa.nodes.seat import Seat, emit
+
+T = TypeVar("T")
 
 
 class _FirstToken(BaseCallbackHandler):
@@ -133,6 +136,20 @@ def bind_answer_tools(
         raise ToolCallingUnsupportedError([f"{model.name} ({model.model})"]) from None
 
 
+if sys.version_info >= (3, 11):
+
+    async def _bounded(work: Coroutine[Any, Any, T], seconds: float) -> T:
+        """``work`` within ``seconds`` (else ``TimeoutError``), in the node's own task:
+        ``asyncio.wait_for`` on 3.11 wraps every model call in a task of its own."""
+        async with asyncio.timeout(seconds):
+            return await work
+
+else:
+
+    async def _bounded(work: Coroutine[Any, Any, T], seconds: float) -> T:
+        return await asyncio.wait_for(work, seconds)
+
+
 def record(
     model: ModelSpec,
     seat: Seat,
@@ -213,7 +230,7 @@ async def answer(
     async def call() -> tuple[AIMessage, float, float | None]:
         work = call_model(model, messages, seat, runtime, chat_models)
         if model.timeout:
-            work = asyncio.wait_for(work, model.timeout)
+            work = _bounded(work, model.timeout)
         try:
             return await (clock.run(work) if clock else work)
         except asyncio.TimeoutError:

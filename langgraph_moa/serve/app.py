@@ -44,6 +44,7 @@ from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.state import Context
 from langgraph_moa.redact import scrub
 from langgraph_moa.serve import openai_api as oa
+from langgraph_moa.tuning import tune_gc
 
 log = logging.getLogger("langgraph_moa.serve")
 
@@ -118,6 +119,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tune_gc()  # every worker process, once its graphs are built
         yield
         from langgraph_moa.models.factory import aclose_clients
 
