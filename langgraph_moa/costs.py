@@ -202,27 +202,19 @@ def step_costs(
 ) -> list[CallCost]:
     """The calls after layer ``layer``'s reducer: its rankers (rank-then-fuse) and the
     early-stopping judge (not after the last layer)."""
+    seats = [(m, names.ranker(layer, str(m.name)), "ranker") for m in spec.rankers(layer)]
+    judge = spec.stop_judge()
+    if judge is not None and layer < len(spec.layers):
+        seats.append((judge, names.judge(layer, str(judge.name)), "judge"))
     out: list[CallCost] = []
-    for model in spec.rankers(layer):
+    for model, node, role in seats:
         out += seat_costs(
             model,
             spec,
             state,
-            node=names.ranker(layer, str(model.name)),
+            node=node,
             layer=layer,
-            role="ranker",
-            references=True,
-            max_tokens=max_tokens,
-        )
-    judge = spec.stop_judge()
-    if judge is not None and layer < len(spec.layers):
-        out += seat_costs(
-            judge,
-            spec,
-            state,
-            node=names.judge(layer, str(judge.name)),
-            layer=layer,
-            role="judge",
+            role=role,
             references=True,
             max_tokens=max_tokens,
         )

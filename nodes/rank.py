@@ -131,21 +131,8 @@ def ranker_result(
     """One ranker's outcome: its order of ``order``'s nodes (as it saw them), or why not."""
     labels = [label(i) for i in range(len(order))]
     by_label = dict(zip(labels, order, strict=True))
-    if raw is None:
-        return RankerResult(
-            ranker=ranker,
-            model=model,
-            labels=by_label,
-            ok=False,
-            order=[],
-            reasons="",
-            raw="",
-            error=error,
-        )
-    text = strip_reasoning(raw, spec)
-    try:
-        ranked = parse_ranking(text, labels)
-    except ValueError as exc:
+
+    def failed(raw: str, error: str | None) -> RankerResult:
         return RankerResult(
             ranker=ranker,
             model=model,
@@ -154,8 +141,16 @@ def ranker_result(
             order=[],
             reasons="",
             raw=raw,
-            error=str(exc),
+            error=error,
         )
+
+    if raw is None:
+        return failed("", error)
+    text = strip_reasoning(raw, spec)
+    try:
+        ranked = parse_ranking(text, labels)
+    except ValueError as exc:
+        return failed(raw, str(exc))
     last = list(_RANKING_LINE.finditer(text))[-1]
     return RankerResult(
         ranker=ranker,
