@@ -20,7 +20,7 @@ from langgraph.types import Overwrite, interrupt
 from langgraph_moa import costs
 from langgraph_moa.errors import CostLimitError, InvalidInputError, LayerFailedError
 from langgraph_moa.graphs import names
-from langgraph_moa.graphs.spec import DEFAULT_STRIP_PATTERNS, MoASpec, ModelSpec
+from langgraph_moa.graphs.spec import DEFAULT_STRIP_PATTERNS, MoASpec
 from langgraph_moa.graphs.state import Context, MoAState
 from langgraph_moa.nodes.caps import cap_reference
 from langgraph_moa.nodes.tools import check_tool_support
@@ -137,12 +137,17 @@ def layer_entry(
     return enter
 
 
-def _reference(
-    node: str, model: ModelSpec, spec: MoASpec, answers: Mapping[str, str]
-) -> tuple[str, bool]:
-    return cap_reference(
-        strip_reasoning(answers[node], spec).strip(), costs.reference_cap(model, spec)
-    )
+def _capped_references(
+    layer: int, spec: MoASpec, answers: Mapping[str, str]
+) -> list[tuple[str, str, bool]]:
+    """``(node, reference, cut)`` for every answer of layer ``layer``, in spec order."""
+    out = []
+    for model in spec.layers[layer - 1]:
+        node = names.proposer(layer, str(model.name))
+        if node in answers:
+            text = strip_reasoning(answers[node], spec).strip()
+            out.append((node, *cap_reference(text, costs.reference_cap(model, spec))))
+    return out
 
 
 def layer_references(
@@ -151,12 +156,7 @@ def layer_references(
     """``(node, reference)`` for every answer of layer ``layer``, in spec order: the answer
     without reasoning blocks, capped by ``reference_max_tokens``. What the next layer reads
     (unless a rank step keeps fewer), and what rankers and the early-stopping judge see."""
-    out = []
-    for model in spec.layers[layer - 1]:
-        node = names.proposer(layer, str(model.name))
-        if node in answers:
-            out.append((node, _reference(node, model, spec, answers)[0]))
-    return out
+    return [(node, ref) for node, ref, _ in _capped_references(layer, spec, answers)]
 
 
 def layer_reducer(
@@ -167,24 +167,20 @@ def layer_reducer(
     Spec order (not completion order) makes runs reproducible and matches the reference
     implementation. Reasoning blocks (``<think>``...) are stripped before anyone reads them.
     """
-    nodes = [names.proposer(layer, str(m.name)) for m in spec.layers[layer - 1]]
     can_fall_back = spec.aggregator.fallback is not None
     last = layer == len(spec.layers)
 
     async def reduce(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
         answers = state.get("answers") or {}
-        capped = sum(
-            _reference(node, model, spec, answers)[1]
-            for node, model in zip(nodes, spec.layers[layer - 1], strict=True)
-            if node in answers
-        )
-        references = [ref for _, ref in layer_references(layer, spec, answers)]
+        refs = _capped_references(layer, spec, answers)
+        references = [ref for _, ref, _ in refs]
+        capped = sum(cut for *_, cut in refs)
         runtime.stream_writer(
             {
                 "event": "layer_finished",
                 "layer": layer,
                 "answers": len(references),
-                "of": len(nodes),
+                "of": len(spec.layers[layer - 1]),
                 **({"capped": capped} if capped else {}),
             }
         )
