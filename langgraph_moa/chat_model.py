@@ -51,6 +51,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.types import StreamMode
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from langgraph_moa.costs import run_totals
 from langgraph_moa.errors import InvalidInputError, SpecError
 from langgraph_moa.graphs.builder import CompiledMoA, build_graph
 from langgraph_moa.graphs.names import ANSWER_NODES
@@ -75,17 +76,18 @@ def _usage(calls: Sequence[Mapping[str, Any]]) -> tuple[UsageMetadata, dict[str,
     """Run totals over every call, and the same per model (spec name)."""
     per_model: dict[str, dict[str, Any]] = {}
     for call in calls:
-        row = per_model.setdefault(
-            str(call["model"]),
-            {"model_id": call.get("model_id"), "calls": 0, "input_tokens": 0, "output_tokens": 0},
-        )
-        row["calls"] += 1
-        row["input_tokens"] += int(call.get("input_tokens") or 0)
-        row["output_tokens"] += int(call.get("output_tokens") or 0)
+        per_model.setdefault(str(call["model"]), {"model_id": call.get("model_id"), "of": []})
+        per_model[str(call["model"])]["of"].append(call)
     for row in per_model.values():
-        row["total_tokens"] = row["input_tokens"] + row["output_tokens"]
-    tokens_in = sum(r["input_tokens"] for r in per_model.values())
-    tokens_out = sum(r["output_tokens"] for r in per_model.values())
+        t = run_totals(row.pop("of"))
+        row.update(
+            calls=t["calls"],
+            input_tokens=t["input_tokens"],
+            output_tokens=t["output_tokens"],
+            total_tokens=t["input_tokens"] + t["output_tokens"],
+        )
+    t = run_totals(calls)
+    tokens_in, tokens_out = t["input_tokens"], t["output_tokens"]
     usage = cast(
         UsageMetadata,
         {
@@ -348,15 +350,13 @@ class ChatMoA(BaseChatModel):
             )
         calls = list(out.get("calls") or [])
         usage, per_model = _usage(calls)
-        from langgraph_moa.cli import totals
-
         return AIMessage(
             content=final.content,
             tool_calls=final.tool_calls,
             invalid_tool_calls=final.invalid_tool_calls,
             id=final.id,
             usage_metadata=usage,
-            response_metadata=self._metadata(final, out, calls, per_model, totals(calls)),
+            response_metadata=self._metadata(final, out, calls, per_model, run_totals(calls)),
         )
 
     def _metadata(

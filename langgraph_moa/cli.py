@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from langgraph_moa.costs import run_totals
 from langgraph_moa.errors import MoAError
 
 if TYPE_CHECKING:
@@ -147,23 +148,6 @@ class Progress:
         print(line, file=sys.stderr, flush=True)
 
 
-def totals(calls: list[dict[str, Any]]) -> dict[str, Any]:
-    """Run totals derived from the per-call records (never stored twice)."""
-    return {
-        "calls": len(calls),
-        "cached": sum(bool(c.get("cached")) for c in calls),
-        "failed": sum(c["status"] in ("failed", "timeout") for c in calls),
-        "cut": sum(c["status"] == "cut" for c in calls),
-        "input_tokens": sum(c["input_tokens"] for c in calls),
-        "output_tokens": sum(c["output_tokens"] for c in calls),
-        # None unless every call had a price: a partial sum would understate the cost.
-        # A cached answer cost nothing this time.
-        "cost_usd": sum(c["cost_usd"] or 0.0 for c in calls if not c.get("cached"))
-        if calls and all(c.get("cost_usd") is not None for c in calls)
-        else None,
-    }
-
-
 def _db_path(args: argparse.Namespace) -> Path:
     if args.db:
         return Path(args.db)
@@ -265,7 +249,7 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
         out = {k: final.get(k) for k in ("answer", "references", "answers", "calls")}
         # beyond the paper (issue 15): rank-then-fuse and early stopping, when they ran
         out.update({k: final[k] for k in ("rankings", "stop_checks", "early_stop") if final.get(k)})
-        out["totals"] = totals(calls)
+        out["totals"] = run_totals(calls)
         if final.get("fallback_reason"):
             out["fallback_reason"] = final["fallback_reason"]
         print(json.dumps(out, indent=2, ensure_ascii=False))
@@ -279,7 +263,7 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
     else:
         print(final["answer"])
     if not args.quiet:
-        t = totals(calls)
+        t = run_totals(calls)
         print(
             f"[{t['calls']} calls"
             + (f" ({t['cached']} from the cache)" if t["cached"] else "")
@@ -351,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         if exc.partial and exc.partial.get("answers"):
             if getattr(args, "json", False):  # nothing computed is lost: hand it over
                 calls = exc.partial.get("calls") or []
-                out = {"error": str(exc), **exc.partial, "totals": totals(calls)}
+                out = {"error": str(exc), **exc.partial, "totals": run_totals(calls)}
                 print(json.dumps(out, indent=2, ensure_ascii=False))
             else:
                 print(

@@ -391,3 +391,21 @@ def format_estimate(result: Estimate) -> str:
     if unknown:
         rows.append(f"no price for: {', '.join(unknown)} (set `price` in the spec)")
     return "\n".join(rows)
+
+
+def run_totals(calls: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Run totals derived from the per-call records (never stored twice): what the CLI's
+    ``--json``, the web UI, ChatMoA's ``usage_metadata`` and ``moa serve``'s ``usage`` report."""
+    return {
+        "calls": len(calls),
+        "cached": sum(bool(c.get("cached")) for c in calls),
+        "failed": sum(c["status"] in ("failed", "timeout") for c in calls),
+        "cut": sum(c["status"] == "cut" for c in calls),
+        "input_tokens": sum(c["input_tokens"] for c in calls),
+        "output_tokens": sum(c["output_tokens"] for c in calls),
+        # None unless every call had a price: a partial sum would understate the cost.
+        # A cached answer cost nothing this time.
+        "cost_usd": sum(c["cost_usd"] or 0.0 for c in calls if not c.get("cached"))
+        if calls and all(c.get("cost_usd") is not None for c in calls)
+        else None,
+    }

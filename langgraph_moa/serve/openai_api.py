@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.messages.tool import tool_call_chunk
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from langgraph_moa.costs import run_totals
 from langgraph_moa.errors import InvalidInputError
 from langgraph_moa.graphs.state import check_stop, check_tools
 
@@ -157,8 +158,8 @@ def conversation(request: ChatRequest) -> list[dict[str, Any]]:
 
 def usage(calls: list[dict[str, Any]]) -> dict[str, int]:
     """Totals over every model call of the run (the mixture's real cost)."""
-    prompt = sum(int(c.get("input_tokens") or 0) for c in calls)
-    completion = sum(int(c.get("output_tokens") or 0) for c in calls)
+    totals = run_totals(calls)
+    prompt, completion = totals["input_tokens"], totals["output_tokens"]
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,

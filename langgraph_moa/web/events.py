@@ -104,10 +104,10 @@ def critical_path(calls: Iterable[Mapping[str, Any]]) -> float:
 
 def summary(calls: list[dict[str, Any]], wall_s: float | None) -> dict[str, Any]:
     """The per-run numbers the page shows under a turn."""
-    from langgraph_moa.cli import totals
+    from langgraph_moa.costs import run_totals
 
     return {
-        **totals(calls),
+        **run_totals(calls),
         "wall_s": None if wall_s is None else round(wall_s, 4),
         "critical_path_s": critical_path(calls),
     }
