@@ -801,12 +801,17 @@ class OpenAIServer:
             for p in pieces[1:]:
                 await asyncio.sleep(beh.token_delay)
                 await resp.write(chunk({"content": p}))
-            await resp.write(b"".join(tail))
+            last = b"".join(tail)
         else:
-            await resp.write(
-                first + b"".join(chunk({"content": p}) for p in pieces) + b"".join(tail)
-            )
+            last = first + b"".join(chunk({"content": p}) for p in pieces) + b"".join(tail)
+        # The outcome is logged before the last bytes leave: a client that has read [DONE]
+        # may look at the log at once (as the non-streaming path, logged before its body).
         rec["outcome"] = "empty" if beh.empty else "ok"
+        try:
+            await resp.write(last)
+        except BaseException:
+            rec["outcome"] = "cancelled"
+            raise
         return resp
 
 
