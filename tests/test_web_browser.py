@@ -142,7 +142,9 @@ class Served:
                     ]
                 ],
                 "aggregator": _model(url, "judge"),
-                "layer_deadline": 0.3,
+                # Far below sloth's 4 s, far above the fallback's ~0.2 s even on a loaded CI
+                # machine (0.3 s left a rescued proposer one slow scheduler tick from "cut").
+                "layer_deadline": 1.5,
             }
         )
         reviewed = parse_spec(
@@ -208,7 +210,13 @@ class Page:
         await self.page.fill("#question", question)
         await self.page.press("#question", "Enter")
         turn = turns.nth(before)
-        await turn.locator(".summary").filter(has_text="critical path").wait_for()
+        try:
+            await turn.locator(".summary").filter(has_text="critical path").wait_for()
+        except Exception as exc:  # say what the page showed instead: a bare timeout hides it
+            shown = await self.page.locator("#conversation").inner_text()
+            banner = await self.page.locator("#banner").text_content()
+            why = f"the page shows {shown!r}, banner {banner!r}, errors {self.errors}"
+            raise AssertionError(f"no summary under the turn; {why}") from exc
         return turn
 
     async def close(self) -> None:
