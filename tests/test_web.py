@@ -181,6 +181,27 @@ async def test_a_failed_run_is_an_error_event_with_what_was_computed(
     assert turns[1]["error"] is None and turns[1]["answer"] == "judge says: Again?"
 
 
+async def test_a_broken_thread_store_is_an_error_event_not_a_dropped_stream(
+    server: OpenAIServer, model: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    # The store fails before the graph runs (here: the file is not SQLite). The page must get
+    # an error event saying so: a stream that just ends reads as a lost connection.
+    store = tmp_path / "threads.sqlite"
+    store.write_bytes(b"not a database, " * 512)
+    spec = parse_spec({"layers": [[model("alpha")]], "aggregator": model("judge")})
+    app = create_ui_app({"one": spec}, db_path=store)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ui") as c:
+        response = await c.post("/ui/api/runs", json={"spec": "one", "question": "Hi?"})
+        assert response.status_code == 200
+        [(name, error)] = events_of(response.text)
+        assert name == "error"
+        assert "could not run this turn" in error["message"]
+        assert "DatabaseError" in error["message"]
+        assert (await c.get("/ui/api/specs")).status_code == 200  # still serving
+    assert server.requests == []
+
+
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [

@@ -16,6 +16,7 @@ relative, so the router may be included under a prefix.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing, asynccontextmanager
@@ -36,8 +37,11 @@ from pydantic import BaseModel, Field
 from langgraph_moa.cache import graph_cache
 from langgraph_moa.graphs.builder import build_graph
 from langgraph_moa.graphs.spec import MoASpec
+from langgraph_moa.redact import scrub
 from langgraph_moa.web.events import Event, layout, run_events
 from langgraph_moa.web.threads import list_threads, thread_turns
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(str(files("langgraph_moa.web").joinpath("static")))
 
@@ -208,6 +212,10 @@ def ui_router(
                     async with aclosing(events):
                         async for event in events:
                             yield _sse(event)
+            except Exception as exc:  # e.g. the thread store failed: say so, keep the page
+                message = scrub(f"the server could not run this turn: {type(exc).__name__}: {exc}")
+                log.error("%s (thread %s)", message, thread_id)  # scrubbed: no traceback
+                yield _sse(("error", {"message": message, "partial": {}, "summary": None}))
             finally:
                 running.discard(thread_id)
 
