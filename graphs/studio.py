@@ -114,9 +114,7 @@ def graph_for(spec: MoASpec, name: str) -> CompiledMoA:
     return graph
 
 
-def _resolve(
-    name: str, default: str, config: RunnableConfig | None, runtime: Any
-) -> CompiledMoA:
+def _resolve(name: str, default: str, config: RunnableConfig | None, runtime: Any) -> CompiledMoA:
     execution = getattr(runtime, "execution_runtime", None)
     context = execution.context if execution is not None else None
     configurable = (config or {}).get("configurable") or {}

@@ -278,7 +278,16 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
-        "run", "presets", "graph", "eval", "ui", "serve", "estimate", "cache", "-h", "--help"
+        "run",
+        "presets",
+        "graph",
+        "eval",
+        "ui",
+        "serve",
+        "estimate",
+        "cache",
+        "-h",
+        "--help",
     }
     if argv and argv[0] not in commands:
         argv.insert(0, "run")

@@ -114,9 +114,7 @@ async def test_a_run_nobody_streams_makes_only_non_streaming_calls(srv):
 
 
 @pytest.mark.parametrize("stream_proposers", [False, True])
-async def test_messages_mode_streams_the_aggregator_and_proposers_on_request(
-    srv, stream_proposers
-):
+async def test_messages_mode_streams_the_aggregator_and_proposers_on_request(srv, stream_proposers):
     srv.set_default(Behavior(latency=0.1, token_delay=0.01, tokens=8))
     graph = create_moa(spec_for(srv, [["a", "b"]]))
     tokens: dict[str, list[str]] = {}
