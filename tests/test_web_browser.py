@@ -170,7 +170,9 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     _require_browser()
     s = Served(tmp_path_factory.mktemp("ui"))
+    _SERVED.append(s)
     yield s
+    _SERVED.remove(s)
     s.close()
 
 
@@ -183,6 +185,33 @@ async def browser(served: Served) -> AsyncIterator[Any]:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
         await b.close()
+
+
+def _dump_where_everything_waits() -> None:
+    """On a hung turn: every thread's stack, every running loop's tasks, the model server's
+    log (to stderr, which pytest shows under the failure)."""
+    import faulthandler
+    import gc
+    import io
+    import sys
+
+    faulthandler.dump_traceback(sys.stderr, all_threads=True)
+    for loop in [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]:
+        if not loop.is_running():
+            continue
+        print(f"--- tasks of {loop!r}", file=sys.stderr)
+        for task in list(asyncio.all_tasks(loop)):
+            out = io.StringIO()
+            task.print_stack(limit=12, file=out)
+            print(out.getvalue(), file=sys.stderr)
+    if _SERVED:
+        for record in _SERVED[0].models.log():
+            keys = ("seq", "model", "stream", "outcome", "start", "end")
+            brief = {k: record.get(k) for k in keys}
+            print("model server:", brief, file=sys.stderr)
+
+
+_SERVED: list[Served] = []
 
 
 class Page:
@@ -216,6 +245,7 @@ class Page:
             shown = await self.page.locator("#conversation").inner_text()
             banner = await self.page.locator("#banner").text_content()
             why = f"the page shows {shown!r}, banner {banner!r}, errors {self.errors}"
+            _dump_where_everything_waits()
             raise AssertionError(f"no summary under the turn; {why}") from exc
         return turn
 
