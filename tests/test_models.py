@@ -1,5 +1,6 @@
-"""The chat-model factory: one model per spec and loop, and the streaming fast path gives
-exactly the message LangChain would have built from the SDK's typed chunks."""
+"""The chat-model factory: one model per spec and loop, and the fast paths (the decoded JSON
+handed to LangChain instead of the SDK's typed objects) give the message LangChain would
+have built from the typed objects."""
 
 from __future__ import annotations
 
@@ -36,6 +37,50 @@ async def test_fast_stream_path_equals_langchain_default():
         assert a.usage_metadata == b.usage_metadata
         assert a.response_metadata == b.response_metadata
         assert a.id and b.id
+        await aclose_clients()
+
+
+def _plain_openai(base_url: str) -> ChatOpenAI:
+    return ChatOpenAI(
+        model="m", base_url=base_url, api_key="x", max_tokens=50, temperature=0.7, max_retries=0
+    )
+
+
+def _calls(message) -> list[dict]:
+    return [{k: v for k, v in c.items() if k != "id"} for c in message.tool_calls]  # ids count up
+
+
+async def test_fast_plain_path_equals_langchain_default():
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+    async with OpenAIServer(default=Behavior(tokens=12, tool_calls=True)) as srv:
+        spec = ModelSpec(name="m", model="openai:m", base_url=srv.base_url, max_tokens=50)
+        fast, plain = get_chat_model(spec), _plain_openai(srv.base_url)
+        # The SDK hands back the decoded JSON: no ChatCompletion is built and dumped again.
+        raw = await fast.async_client.with_raw_response.create(
+            model="m", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert type(raw.parse()) is dict
+        for prompt, tools in (("Hello there", []), ("get_weather in Paris", [weather])):
+            a = await fast.bind_tools(tools).ainvoke(prompt)
+            b = await plain.bind_tools(tools).ainvoke(prompt)
+            assert a.content == b.content and _calls(a) == _calls(b)
+            assert a.usage_metadata == b.usage_metadata and a.usage_metadata
+            # Only what the server did not send differs: the typed path adds nulls.
+            assert {k: v for k, v in b.additional_kwargs.items() if v is not None} == (
+                a.additional_kwargs
+            )
+            usage = {k: v for k, v in b.response_metadata["token_usage"].items() if v is not None}
+            assert a.response_metadata["token_usage"] == usage
+            for key in ("model_name", "finish_reason", "model_provider"):
+                assert a.response_metadata[key] == b.response_metadata[key]
+        assert a.tool_calls and a.tool_calls[0]["name"] == "get_weather"
         await aclose_clients()
 
 

@@ -103,23 +103,27 @@ def _build(spec: ModelSpec, loop: asyncio.AbstractEventLoop | None) -> BaseChatM
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     model: BaseChatModel = init_chat_model(spec.model_id, model_provider=spec.provider, **kwargs)
     if spec.provider in OPENAI_COMPATIBLE and loop is not None:
-        _tune_streaming(model, spec)
+        _tune_openai(model, spec)
     return model
 
 
-_KEEP_SDK_CHUNKS = frozenset({"response_format", "include_response_headers", "use_responses_api"})
-"""Params under which LangChain may read the SDK's typed chunk objects themselves."""
+_KEEP_SDK_OBJECTS = frozenset({"response_format", "include_response_headers", "use_responses_api"})
+"""Params under which LangChain may read the SDK's typed reply objects themselves."""
 
 
-def _tune_streaming(model: BaseChatModel, spec: ModelSpec) -> None:
-    """Two measured CPU savings on the streaming hot path (see ``benchmarks/README.md``).
+def _tune_openai(model: BaseChatModel, spec: ModelSpec) -> None:
+    """Measured CPU savings on the OpenAI-compatible call path (see ``benchmarks/README.md``).
 
-    1. LangChain's OpenAI ``_astream`` turns every chunk the SDK parsed into a pydantic
-       ``ChatCompletionChunk`` straight back into a dict (``model_dump``). Handing it the
-       decoded JSON dict instead skips both conversions (about a third of the client CPU of
-       a streamed call); LangChain accepts dict chunks and reads them only with ``.get``.
-       Not done when params may route to code that needs the typed objects (structured
-       output's beta stream, raw-response headers, the Responses API).
+    1. The SDK parses every reply into pydantic objects (``ChatCompletion`` for a plain call,
+       a ``ChatCompletionChunk`` per streamed token) and LangChain's OpenAI model
+       immediately ``model_dump()``s them back into dicts, in a worker thread for a plain
+       call. Handing it the decoded JSON dict instead skips both conversions: about a third
+       of the client CPU of a streamed call and 4-5 % of a whole non-streamed run.
+       LangChain accepts dict replies and reads them only with ``.get``; the message is the
+       same but for the fields the server did not send (the typed path adds
+       ``additional_kwargs["refusal"] = None`` and null usage details). Not done when params
+       may route to code that needs the typed objects (structured output's ``parse``,
+       raw-response headers, the Responses API).
     2. ``stream_chunk_timeout`` wraps every chunk in ``asyncio.wait_for`` (a task per
        token). With ``spec.timeout`` set the node already bounds the whole attempt, so the
        per-chunk watchdog is redundant; the env variable still wins if set.
@@ -132,20 +136,22 @@ def _tune_streaming(model: BaseChatModel, spec: ModelSpec) -> None:
     ):
         setattr(model, "stream_chunk_timeout", None)  # noqa: B010 (a ChatOpenAI field)
     root = getattr(model, "root_async_client", None)
-    if _KEEP_SDK_CHUNKS.intersection(spec.params) or root is None:
+    if _KEEP_SDK_OBJECTS.intersection(spec.params) or root is None:
         return
     import openai
-    from openai.types.chat import ChatCompletionChunk
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
     typed = getattr(root, "_process_response_data", None)  # private: skip if the SDK moved it
     if not isinstance(root, openai.AsyncOpenAI) or typed is None:
         return
+    choice_key = {ChatCompletion: "message", ChatCompletionChunk: "delta"}
 
     def process(*, data: Any, cast_to: Any, response: Any) -> Any:
+        key = choice_key.get(cast_to)
         if (
-            cast_to is ChatCompletionChunk
+            key
             and type(data) is dict
-            and all(type(c) is dict and "delta" in c for c in data.get("choices") or ())
+            and all(type(c) is dict and key in c for c in data.get("choices") or ())
         ):
             return data
         return typed(data=data, cast_to=cast_to, response=response)
