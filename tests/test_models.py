@@ -84,6 +84,22 @@ async def test_fast_plain_path_equals_langchain_default():
         await aclose_clients()
 
 
+async def test_only_well_shaped_replies_skip_the_sdk_objects():
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    async with OpenAIServer() as srv:
+        model = get_chat_model(ModelSpec(name="m", model="openai:m", base_url=srv.base_url))
+        process = model.root_async_client._process_response_data
+        plain = {"id": "x", "choices": [{"index": 0, "message": {"role": "assistant"}}]}
+        chunk = {"id": "x", "choices": [{"index": 0, "delta": {"content": "a"}}]}
+        assert process(data=plain, cast_to=ChatCompletion, response=None) is plain
+        assert process(data=chunk, cast_to=ChatCompletionChunk, response=None) is chunk
+        # Anything else goes the SDK's way, so its errors and types stay what they were.
+        for odd in ({"choices": 5}, {"choices": ["a"]}, {"choices": {"0": {}}}, chunk):
+            assert type(process(data=odd, cast_to=ChatCompletion, response=None)) is ChatCompletion
+        await aclose_clients()
+
+
 async def test_params_that_need_typed_chunks_keep_them():
     async with OpenAIServer() as srv:
         spec = ModelSpec(

@@ -148,12 +148,10 @@ def _tune_openai(model: BaseChatModel, spec: ModelSpec) -> None:
 
     def process(*, data: Any, cast_to: Any, response: Any) -> Any:
         key = choice_key.get(cast_to)
-        if (
-            key
-            and type(data) is dict
-            and all(type(c) is dict and key in c for c in data.get("choices") or ())
-        ):
-            return data
+        if key and type(data) is dict:
+            choices = data.get("choices") or []
+            if type(choices) is list and all(type(c) is dict and key in c for c in choices):
+                return data
         return typed(data=data, cast_to=cast_to, response=response)
 
     setattr(root, "_process_response_data", process)  # noqa: B010 (our own client only)
