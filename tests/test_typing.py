@@ -1,6 +1,9 @@
 """Users' type checkers see our types: after an editable install (this venv) and after a
 normal wheel install, mypy resolves ``langgraph_moa`` and its ``graphs``/``nodes``/``prompts``
 subpackages to real, annotated code (``py.typed``), never to ``Any`` or "module not found".
+The wheel, built from the files a fresh clone has, also ships every module and data file of
+the package and answers the README's first question (the tests otherwise run on an editable
+install, which sees the source tree whatever pyproject lists).
 
 The contributors' side (``mypy`` over the package itself, zero errors) runs in
 ``scripts/test``.
@@ -8,6 +11,8 @@ The contributors' side (``mypy`` over the package itself, zero errors) runs in
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -83,11 +88,44 @@ def test_user_mypy_sees_types_after_editable_install(tmp_path: Path) -> None:
     _assert_typed(_mypy(sys.executable, tmp_path))
 
 
+def _copy(tmp_path: Path) -> str:
+    """The project's files as a fresh clone has them (tracked and new, links kept), without
+    this checkout's build/ and *.egg-info: setuptools ships whatever an old SOURCES.txt lists,
+    which once hid a package missing from pyproject's list."""
+    copy = tmp_path / "project"
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        src, dst = ROOT / name, copy / name
+        if not src.is_symlink() and not src.is_file():
+            continue  # deleted in the working tree
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            dst.symlink_to(os.readlink(src))
+        else:
+            shutil.copy2(src, dst)
+    return str(copy)
+
+
 @pytest.mark.slow
-def test_user_mypy_sees_types_after_wheel_install(tmp_path: Path) -> None:
+def test_wheel_install_is_typed_complete_and_answers(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(wheels),
+            _copy(tmp_path),
+        ],
         check=True,
         capture_output=True,
         timeout=300,
@@ -124,3 +162,21 @@ def test_user_mypy_sees_types_after_wheel_install(tmp_path: Path) -> None:
     ).stdout
     assert where.startswith(site), where
     _assert_typed(_mypy(python, tmp_path))
+    # Everything of the package's tree is shipped (modules and data), and the command starts:
+    # an editable install would hide a package missing from pyproject's list.
+    tree = {
+        str((Path(folder) / f).relative_to(ROOT))
+        for folder, dirs, files in os.walk(ROOT / "langgraph_moa", followlinks=True)
+        if "__pycache__" not in folder
+        for f in files
+    }
+    assert tree - set(names) == set(), "not in the wheel"
+    for args in (["serve", "--help"], ["What is Mixture-of-Agents?"]):  # README's "Try it"
+        moa = subprocess.run(
+            [python, "-m", "langgraph_moa.cli", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert moa.returncode == 0 and moa.stdout.strip(), moa.stderr
