@@ -4,6 +4,7 @@ have built from the typed objects."""
 
 from __future__ import annotations
 
+import pytest
 from langchain_openai import ChatOpenAI
 
 from langgraph_moa.graphs.spec import ModelSpec
@@ -97,6 +98,25 @@ async def test_only_well_shaped_replies_skip_the_sdk_objects():
         # Anything else goes the SDK's way, so its errors and types stay what they were.
         for odd in ({"choices": 5}, {"choices": ["a"]}, {"choices": {"0": {}}}, chunk):
             assert type(process(data=odd, cast_to=ChatCompletion, response=None)) is ChatCompletion
+        await aclose_clients()
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")  # LangChain dumps `parsed`
+async def test_response_format_at_call_time_keeps_the_sdk_objects():
+    """LangChain sends a call-time ``response_format`` through the SDK's ``parse`` and
+    ``stream`` helpers, which read the typed objects: they must get them, plain or streamed."""
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        city: str
+
+    async with OpenAIServer(default=Behavior(content='{"city": "Paris"}')) as srv:
+        model = get_chat_model(ModelSpec(name="m", model="openai:m", base_url=srv.base_url))
+        structured = model.with_structured_output(City, method="json_schema")
+        assert await structured.ainvoke("Where?") == City(city="Paris")
+        streamed = [part async for part in structured.astream("Where?")]
+        assert streamed and streamed[-1] == City(city="Paris")
+        assert type(await model.ainvoke("plain")).__name__ == "AIMessage"  # fast path still on
         await aclose_clients()
 
 

@@ -121,9 +121,10 @@ def _tune_openai(model: BaseChatModel, spec: ModelSpec) -> None:
        of the client CPU of a streamed call and 4-5 % of a whole non-streamed run.
        LangChain accepts dict replies and reads them only with ``.get``; the message is the
        same but for the fields the server did not send (the typed path adds
-       ``additional_kwargs["refusal"] = None`` and null usage details). Not done when params
-       may route to code that needs the typed objects (structured output's ``parse``,
-       raw-response headers, the Responses API).
+       ``additional_kwargs["refusal"] = None`` and null usage details). Not done for the
+       SDK's helpers that read the typed objects (structured output's ``parse`` and
+       ``stream``, also when ``response_format`` comes with the call), nor when params route
+       to raw-response headers or the Responses API.
     2. ``stream_chunk_timeout`` wraps every chunk in ``asyncio.wait_for`` (a task per
        token). With ``spec.timeout`` set the node already bounds the whole attempt, so the
        per-chunk watchdog is redundant; the env variable still wins if set.
@@ -148,13 +149,23 @@ def _tune_openai(model: BaseChatModel, spec: ModelSpec) -> None:
 
     def process(*, data: Any, cast_to: Any, response: Any) -> Any:
         key = choice_key.get(cast_to)
-        if key and type(data) is dict:
+        if key and type(data) is dict and not _sdk_helper_call(response):
             choices = data.get("choices") or []
             if type(choices) is list and all(type(c) is dict and key in c for c in choices):
                 return data
         return typed(data=data, cast_to=cast_to, response=response)
 
     setattr(root, "_process_response_data", process)  # noqa: B010 (our own client only)
+
+
+def _sdk_helper_call(response: Any) -> bool:
+    """Whether the SDK's own helpers (``chat.completions.parse``, ``.stream``: what LangChain
+    uses for ``response_format`` given at call time) made this request: they post-process the
+    typed objects, so they get them. The SDK marks their requests with this header."""
+    try:
+        return "x-stainless-helper-method" in response.request.headers
+    except (AttributeError, RuntimeError):  # no request attached: not the SDK's helper
+        return False
 
 
 def get_chat_model(spec: ModelSpec) -> BaseChatModel:
