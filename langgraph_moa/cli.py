@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 from langgraph_moa.graphs.names import ANSWER_NODES
 from langgraph_moa.redact import scrub
 
+EVAL_EXTRA = frozenset({"numpy", "tqdm", "matplotlib"})
+"""What ``moa eval`` needs beyond the core (``pip install "langgraph-moa[eval]"``)."""
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -322,8 +325,14 @@ def main(argv: list[str] | None = None) -> int:
             from langgraph_moa.tuning import tune_gc
 
             tune_gc()  # many runs at once (langgraph_moa/tuning.py)
-
-            return eval_main(args)
+            try:
+                return eval_main(args)
+            except ImportError as exc:
+                if exc.name not in EVAL_EXTRA:
+                    raise
+                raise MoAError(
+                    f'moa eval needs {exc.name}: pip install "langgraph-moa[eval]"'
+                ) from None
         if args.command == "serve":
             from langgraph_moa.serve import main as serve_main
 

@@ -11,7 +11,6 @@ import math
 from collections import Counter, defaultdict
 from typing import Any
 
-from langgraph_moa.eval import length_control
 from langgraph_moa.eval.pairwise import win_rate
 
 
@@ -66,6 +65,8 @@ def mt_bench(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def pairwise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    from langgraph_moa.eval import length_control  # numpy: the `eval` extra, only when used
+
     outcomes = [r["winner"] for r in records if r.get("winner")]
     judged = [r for r in records if r.get("winner") in ("model", "baseline", "tie")]
     rate = win_rate(outcomes)

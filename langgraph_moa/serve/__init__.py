@@ -12,14 +12,40 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langgraph_moa.serve.app import Limits, create_app
-from langgraph_moa.web.app import LOOPBACK
+from langgraph_moa.web import LOOPBACK
+
+if TYPE_CHECKING:
+    from langgraph_moa.serve.app import Limits, create_app
 
 __all__ = ["Limits", "add_parser", "app_from_env", "create_app", "main"]
 
 CONFIG_ENV = "MOA_SERVE_CONFIG"
+MAX_CONCURRENT_RUNS = 64
+"""Runs at once per worker unless ``--max-concurrent`` says otherwise (``Limits``' default)."""
+
+
+def __getattr__(name: str) -> Any:
+    """``create_app`` and ``Limits`` load FastAPI: only when asked for, so ``moa`` itself (whose
+    parser lists ``serve``) runs without the ``serve`` extra."""
+    if name not in ("Limits", "create_app"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(_app(), name)
+
+
+def _app() -> Any:
+    try:
+        from langgraph_moa.serve import app
+    except ImportError as exc:
+        if exc.name in ("fastapi", "uvicorn", "starlette"):
+            from langgraph_moa.errors import MoAError
+
+            raise MoAError(
+                'moa serve needs FastAPI and uvicorn: pip install "langgraph-moa[serve]"'
+            ) from None
+        raise
+    return app
 
 
 def add_parser(sub: Any) -> None:
@@ -33,7 +59,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--max-concurrent",
         type=int,
-        default=Limits.max_concurrent_runs,
+        default=MAX_CONCURRENT_RUNS,
         help="runs at once per worker; more get 429",
     )
     p.add_argument("--db", help="SQLite file of the web UI's conversations")
@@ -56,10 +82,11 @@ def _specs(config: dict[str, Any]) -> dict[str, Any]:
 def app_from_env() -> Any:
     """The app of one uvicorn worker, from the configuration ``main`` put in the environment."""
     config = json.loads(os.environ[CONFIG_ENV])
-    return create_app(
+    app = _app()
+    return app.create_app(
         _specs(config),
         api_key_env=config.get("api_key_env"),
-        limits=Limits(max_concurrent_runs=config.get("max_concurrent") or 64),
+        limits=app.Limits(max_concurrent_runs=config.get("max_concurrent") or MAX_CONCURRENT_RUNS),
         db_path=config.get("db"),
         include_ui=not config.get("no_ui"),
         allowed_hosts=config.get("allowed_hosts"),
@@ -67,6 +94,7 @@ def app_from_env() -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
+    _app()  # FastAPI and uvicorn are there, or one clear line says how to get them
     import uvicorn
 
     config = {

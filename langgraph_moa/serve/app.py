@@ -43,7 +43,7 @@ from langgraph_moa.graphs.policy import MAX_OVERRIDE_TOKENS, RunLimits, RunPolic
 from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.state import Context
 from langgraph_moa.redact import scrub
-from langgraph_moa.serve import openai_api as oa
+from langgraph_moa.serve import MAX_CONCURRENT_RUNS, openai_api as oa
 from langgraph_moa.tuning import tune_gc
 
 log = logging.getLogger("langgraph_moa.serve")
@@ -56,7 +56,7 @@ class Limits:
     max_body_bytes: int = 1 << 20
     max_messages: int = 256
     max_tokens: int = MAX_OVERRIDE_TOKENS  # the run-spec policy's cap, as on the LangGraph server
-    max_concurrent_runs: int = 64
+    max_concurrent_runs: int = MAX_CONCURRENT_RUNS
 
 
 def _error(exc: oa.APIError) -> JSONResponse:

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 __all__ = ["create_ui_app", "default_specs", "run_ui", "ui_router"]
 
+LOOPBACK = ["127.0.0.1", "localhost", "::1", "[::1]"]
+"""Host names a server bound to a loopback address answers (no DNS rebinding)."""
+
 
 def __getattr__(name: str) -> Any:
     if name not in __all__:

@@ -20,9 +20,8 @@ from fastapi import FastAPI
 from langchain_core.language_models import BaseChatModel
 
 from langgraph_moa.graphs.spec import MoASpec, load_preset, load_spec, preset_names
+from langgraph_moa.web import LOOPBACK
 from langgraph_moa.web.router import ui_router
-
-LOOPBACK = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
 
 def default_specs(spec_files: Iterable[str | os.PathLike[str]] = ()) -> dict[str, MoASpec]:
