@@ -61,7 +61,12 @@ from langgraph_moa.graphs.spec import (
     parse_spec,
     preset_names,
 )
-from langgraph_moa.graphs.state import check_overrides as _check_overrides, check_stop, check_tools
+from langgraph_moa.graphs.state import (
+    check_overrides as _check_overrides,
+    check_response_format,
+    check_stop,
+    check_tools,
+)
 from langgraph_moa.models.providers import (
     DEFAULT_KEY_ENV,
     OPENAI_COMPATIBLE,
@@ -127,12 +132,13 @@ def _chain(model: ModelSpec | None, path: str) -> dict[int, str]:
 
 
 def check_overrides(source: Mapping[str, Any], max_tokens: int = MAX_OVERRIDE_TOKENS) -> None:
-    """Per-run ``temperature`` (0-2), ``max_tokens`` (1..cap), ``stop`` and ``tools`` /
-    ``tool_choice`` (the aggregator's), or a ``SpecError``."""
+    """Per-run ``temperature`` (0-2), ``max_tokens`` (1..cap), ``stop``, ``tools`` /
+    ``tool_choice`` and ``response_format`` (the aggregator's), or a ``SpecError``."""
     try:
         _check_overrides(source.get("temperature"), source.get("max_tokens"), max_tokens)
         check_stop(source.get("stop"))
         check_tools(source.get("tools"), source.get("tool_choice"))
+        check_response_format(source.get("response_format"))
     except InvalidInputError as exc:
         raise SpecError(str(exc)) from None
 

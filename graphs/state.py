@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import operator
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -240,6 +241,15 @@ class Context:
         default=None,
         metadata={"description": "'auto', 'none', 'any'/'required' or a tool's name."},
     )
+    response_format: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "description": "The answer's format, as OpenAI's response_format ({'type':"
+            " 'json_object'} or {'type': 'json_schema', 'json_schema': {'name': ..., 'schema':"
+            " ...}}): handed to the aggregator and its fallback only (OpenAI-compatible"
+            " providers); proposers answer in prose for the aggregator to read."
+        },
+    )
 
     def __post_init__(self) -> None:
         """Refuse bad overrides when the run starts, before any model is called (LangGraph
@@ -249,6 +259,7 @@ class Context:
         if not isinstance(self.stream_proposers, bool):
             raise InvalidInputError("context.stream_proposers: must be true or false")
         check_tools(self.tools, self.tool_choice)
+        check_response_format(self.response_format)
 
 
 def check_overrides(temperature: object, max_tokens: object, cap: int = MAX_TOKENS) -> None:
@@ -303,6 +314,51 @@ def check_tools(tools: object, tool_choice: object) -> None:
             raise InvalidInputError("context.tool_choice: must be a string or an object")
         if not tools and tool_choice not in ("none", "auto"):
             raise InvalidInputError("context.tool_choice: set without any tools")
+
+
+MAX_SCHEMA_CHARS = 64_000
+"""Largest JSON of a run's ``response_format``."""
+_SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_response_format(response_format: object) -> None:
+    """A run's ``response_format`` in OpenAI's shape: ``{"type": "json_object"}`` or
+    ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"?, "description"?}}``
+    (``{"type": "text"}`` is the default and is dropped by the faces), bounded in size."""
+    if response_format is None:
+        return
+    where = "context.response_format"
+    if not isinstance(response_format, dict) or response_format.get("type") not in (
+        "json_object",
+        "json_schema",
+        "text",
+    ):
+        raise InvalidInputError(
+            f"{where}: must be {{'type': 'json_object'}} or {{'type': 'json_schema',"
+            " 'json_schema': {...}}"
+        )
+    if response_format["type"] == "json_schema":
+        schema = response_format.get("json_schema")
+        if (
+            not isinstance(schema, dict)
+            or not isinstance(schema.get("name"), str)
+            or not _SCHEMA_NAME.fullmatch(schema["name"])
+            or not isinstance(schema.get("schema", {}), dict)
+            or not isinstance(schema.get("strict", False), (bool, type(None)))
+            or set(schema) - {"name", "schema", "strict", "description"}
+        ):
+            raise InvalidInputError(
+                f"{where}.json_schema: must be {{'name': <1-64 of a-z, 0-9, _ or ->, 'schema':"
+                " {...}, 'strict': true|false, 'description': ...}"
+            )
+    elif set(response_format) != {"type"}:
+        raise InvalidInputError(f"{where}: only 'json_schema' takes more than 'type'")
+    try:
+        size = len(json.dumps(response_format))
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{where}: must be JSON data") from None
+    if size > MAX_SCHEMA_CHARS:
+        raise InvalidInputError(f"{where}: larger than {MAX_SCHEMA_CHARS} characters")
 
 
 MAX_STOP_SEQUENCES = 4

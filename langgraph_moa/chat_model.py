@@ -66,8 +66,9 @@ _MODES: list[StreamMode] = ["messages", "values"]
 PROVIDER = "moa"
 """``ls_provider`` / ``model_provider`` of every ChatMoA (a mixture, not one vendor)."""
 
-_CALL_PARAMS = frozenset({"tools", "tool_choice"})
-"""Call-time keyword arguments a run understands (``bind_tools`` sets them)."""
+_CALL_PARAMS = frozenset({"tools", "tool_choice", "response_format"})
+"""Call-time keyword arguments a run understands (``bind_tools`` sets the tools; the answer's
+``response_format`` is OpenAI's, e.g. ``llm.bind(response_format={"type": "json_object"})``)."""
 _IGNORED_PARAMS = frozenset({"ls_structured_output_format"})
 """Call-time keyword arguments LangChain adds for tracing only."""
 
@@ -303,6 +304,7 @@ class ChatMoA(BaseChatModel):
             stop=list(stop) if stop else self.stop,
             tools=kwargs.get("tools") or None,
             tool_choice=kwargs.get("tool_choice") if kwargs.get("tools") else None,
+            response_format=kwargs.get("response_format"),
         )
 
     @staticmethod

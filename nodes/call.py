@@ -36,6 +36,7 @@ from langgraph_moa.nodes.failures import is_context_length
 from langgraph_moa.nodes.layer import strip_reasoning
 from langgraph_moa.nodes.messages import prepare_messages
 from langgraph_moa.nodes.seat import Seat, emit
+from langgraph_moa.nodes.tools import answer_format
 
 T = TypeVar("T")
 
@@ -98,6 +99,8 @@ async def call_model(
             chat = bind_answer_tools(chat, model, ctx.tools, ctx.tool_choice)
         if ctx.stop:
             kwargs["stop"] = ctx.stop
+        if fmt := answer_format(ctx):
+            kwargs["response_format"] = fmt
     tags = [f"moa:{seat.role}", f"moa:layer_{seat.layer}", f"moa:model:{model.name}"]
     # moa_* metadata comes from the node (add_node metadata) and is inherited.
     config: RunnableConfig = {"run_name": seat.node, "tags": tags}

@@ -23,7 +23,11 @@ from langgraph_moa.graphs import names
 from langgraph_moa.graphs.spec import DEFAULT_STRIP_PATTERNS, MoASpec
 from langgraph_moa.graphs.state import Context, MoAState
 from langgraph_moa.nodes.caps import cap_reference
-from langgraph_moa.nodes.tools import check_tool_support
+from langgraph_moa.nodes.tools import (
+    answer_format,
+    check_response_format_support,
+    check_tool_support,
+)
 
 _log = logging.getLogger(__name__)
 _ROLES = {"human", "ai", "system", "tool"}
@@ -116,6 +120,8 @@ def layer_entry(
         spec.check_keys()
         if runtime.context is not None and runtime.context.tools:
             check_tool_support(spec, chat_models or {})
+        if runtime.context is not None and answer_format(runtime.context):
+            check_response_format_support(spec, chat_models or {})
         raise_over_cost(costs.guard_layer(state, spec, layer, runtime.context), None)
         return {
             "answers": Overwrite({}),
@@ -216,6 +222,7 @@ def run_params(context: Context | None) -> dict[str, Any]:
         "tools": context.tools,
         "tool_choice": context.tool_choice,
         "stop": context.stop,
+        "response_format": context.response_format,
     }
     return {k: v for k, v in overrides.items() if v is not None}
 

@@ -69,7 +69,7 @@ def prepare_messages(
     )
 
 
-ANSWER_PARAMS = frozenset({"tools", "tool_choice", "stop"})
+ANSWER_PARAMS = frozenset({"tools", "tool_choice", "stop", "response_format"})
 """Run parameters only the answer nodes (aggregator, fallback) are called with."""
 
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 
-from langgraph_moa.errors import ToolCallingUnsupportedError
+from langgraph_moa.errors import InvalidInputError, ToolCallingUnsupportedError
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec
-from langgraph_moa.models.providers import NO_TOOL_CALLING
+from langgraph_moa.graphs.state import Context
+from langgraph_moa.models.providers import NO_TOOL_CALLING, OPENAI_COMPATIBLE
 
 TOOL_CALL_LINE = "[called tool {name} with {args}]"
 TOOL_RESULT_LINE = "[tool {name} returned{status}]: {content}"
@@ -101,3 +103,27 @@ def check_tool_support(spec: MoASpec, chat_models: Mapping[str, BaseChatModel]) 
         model = model.fallback
     if unable:
         raise ToolCallingUnsupportedError(unable)
+
+
+def answer_format(context: Context) -> dict[str, Any] | None:
+    """The run's ``response_format`` for the answer, or None for free text (also for
+    ``{"type": "text"}``, OpenAI's default)."""
+    fmt = context.response_format
+    return fmt if fmt and fmt.get("type") != "text" else None
+
+
+def check_response_format_support(spec: MoASpec, chat_models: Mapping[str, BaseChatModel]) -> None:
+    """Refuse a ``response_format`` whose answer models (the aggregator and its fallbacks)
+    cannot take it, before any model is called: it is OpenAI's parameter, passed as is to
+    OpenAI-compatible providers (and to chat model instances you gave, which you know)."""
+    unable: list[str] = []
+    model: ModelSpec | None = spec.aggregator
+    while model is not None:
+        if str(model.name) not in chat_models and model.provider not in OPENAI_COMPATIBLE:
+            unable.append(f"{model.name} ({model.model})")
+        model = model.fallback
+    if unable:
+        raise InvalidInputError(
+            "context.response_format: only OpenAI-compatible answer models take it; not "
+            + ", ".join(unable)
+        )

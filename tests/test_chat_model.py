@@ -329,6 +329,32 @@ def test_with_structured_output(llm: ChatMoA) -> None:
     assert out == Weather(city="Oslo", degrees=12)
 
 
+JSON_OBJECT = {"type": "json_object"}
+
+
+def test_a_bound_response_format_reaches_the_aggregator_only(
+    server: OpenAIServer, model: Any
+) -> None:
+    server.set_behavior("agg", Behavior(content='{"city": "Oslo"}'))
+    llm = ChatMoA(spec=spec(model)).bind(response_format=JSON_OBJECT)
+    assert json.loads(llm.invoke("Where?").content) == {"city": "Oslo"}
+    assert json.loads("".join(c.text for c in llm.stream("Where?"))) == {"city": "Oslo"}
+    log = by_model(server)
+    assert [r["response_format"] for r in log["agg"]] == [JSON_OBJECT, JSON_OBJECT]
+    assert {str(r["response_format"]) for r in log["p1"] + log["p2"]} == {"None"}
+
+
+def test_a_response_format_needs_openai_compatible_answer_models(model: Any) -> None:
+    from langgraph_moa.graphs.builder import create_moa
+
+    proposer = RecordingChatModel(name="p1")
+    local = spec(model) | {"aggregator": {"name": "agg", "model": "local:smollm2"}}
+    graph = create_moa(local, chat_models={"p1": proposer, "p2": RecordingChatModel(name="p2")})
+    with pytest.raises(InvalidInputError, match=r"context.response_format: .*agg \(local"):
+        graph.invoke({"messages": [("user", "hi")]}, context=Context(response_format=JSON_OBJECT))
+    assert proposer.received == []  # refused before any model was called
+
+
 def test_bind_tools_refuses_an_aggregator_that_cannot_call_tools(model: Any) -> None:
     with pytest.raises(ToolCallingUnsupportedError, match=r"local:smollm2.*cannot call tools"):
         ChatMoA(preset="local").bind_tools([get_weather])
@@ -467,6 +493,15 @@ def test_context_refuses_bad_tools_and_stop() -> None:
         Context(tool_choice="any")
     with pytest.raises(InvalidInputError, match="context.stop"):
         Context(stop=["x"] * 5)
+    with pytest.raises(InvalidInputError, match=r"context.response_format:"):
+        Context(response_format={"type": "yaml"})
+    with pytest.raises(InvalidInputError, match=r"context.response_format.json_schema:"):
+        Context(response_format={"type": "json_schema", "json_schema": {"name": "has space"}})
+    with pytest.raises(InvalidInputError, match="larger than"):
+        big = {"type": "object", "description": "x" * 70_000}
+        Context(
+            response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": big}}
+        )
 
 
 def test_server_tool_call_rules() -> None:

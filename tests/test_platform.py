@@ -115,6 +115,7 @@ def test_factories_default_topologies_without_checkpointer():
         "stream_proposers",
         "tools",
         "tool_choice",
+        "response_format",
     }
     assert props["stream_proposers"]["default"] is True  # Studio shows proposers typing
 

@@ -70,6 +70,11 @@ def test_default_policy_runs_registered_names_only():
         ({"tools": [{"type": "function", "function": {"name": "f"}}] * 200}, r"context\.tools"),
         ({"tools": "f"}, r"context\.tools"),
         ({"tool_choice": "required"}, r"context\.tool_choice"),
+        ({"response_format": {"type": "regex"}}, r"context\.response_format"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x" * 65}}},
+            r"context\.response_format\.json_schema",
+        ),
     ],
 )
 def test_overrides_are_validated_for_every_run(context, match):

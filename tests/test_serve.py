@@ -175,6 +175,66 @@ def calling_agg(upstream: OpenAIServer) -> Iterator[OpenAIServer]:
     upstream.set_behavior("agg", None)
 
 
+CITY_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "city",
+        "schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        "strict": True,
+    },
+}
+
+
+@pytest.fixture
+def json_agg(upstream: OpenAIServer) -> Iterator[OpenAIServer]:
+    """The upstream aggregator answers in JSON (as a model told a response_format would)."""
+    upstream.reset()
+    upstream.set_behavior("agg", Behavior(latency=0.02, content='{"city": "Oslo"}'))
+    yield upstream
+    upstream.set_behavior("agg", None)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_response_format_reaches_the_aggregator_only(
+    client: openai.OpenAI, json_agg: OpenAIServer, stream: bool
+) -> None:
+    question = [{"role": "user", "content": "Where?"}]
+    if stream:
+        chunks = client.chat.completions.create(
+            model="tiny", messages=question, response_format=CITY_FORMAT, stream=True
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        out = client.chat.completions.create(
+            model="tiny", messages=question, response_format=CITY_FORMAT
+        )
+        text = out.choices[0].message.content or ""
+    assert json.loads(text) == {"city": "Oslo"}
+    log = {r["model"]: r for r in json_agg.log()}
+    assert log["agg"]["response_format"] == CITY_FORMAT and log["agg"]["stream"] == stream
+    assert log["a"]["response_format"] is None and log["b"]["response_format"] is None
+
+
+@pytest.mark.parametrize(
+    ("response_format", "named"),
+    [
+        ({"type": "xml"}, "response_format"),
+        ({"type": "json_schema", "json_schema": {"schema": {}}}, "response_format.json_schema"),
+        ({"type": "json_object", "schema": {}}, "response_format"),
+        ("json", "response_format"),
+    ],
+)
+def test_a_bad_response_format_is_a_400_naming_it(
+    served: Served, response_format: Any, named: str
+) -> None:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}]}
+    r = httpx.post(
+        f"{served.url}/v1/chat/completions", json={**body, "response_format": response_format}
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"].startswith(named + ":"), r.text
+
+
 def test_tools_reach_the_aggregator_only(client: openai.OpenAI, calling_agg: Any) -> None:
     question = {"role": "user", "content": "Weather in 'Oslo'?"}
     out = client.chat.completions.create(

@@ -185,6 +185,7 @@ def create_app(
                 "stop": req.stop,
                 "tools": req.tools or None,
                 "tool_choice": req.tool_choice if req.tools else None,
+                "response_format": req.response_format,
             }
             # The same allowlist as the LangGraph server: a served spec by name, overrides only.
             policy.resolve({"preset": req.model, **overrides})

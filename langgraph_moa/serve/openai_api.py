@@ -2,8 +2,9 @@
 stream chunks and errors (``{"error": {"message", "type", "param", "code"}}``).
 
 A request names a served spec as its ``model`` and may set the per-run overrides the graph's
-``Context`` has (``temperature``, ``max_tokens``, ``stop``, ``tools``, ``tool_choice``: tools
-reach the aggregator only, as with ``ChatMoA``); it can never change a served spec's topology
+``Context`` has (``temperature``, ``max_tokens``, ``stop``, ``tools``, ``tool_choice``,
+``response_format``: the last three reach the aggregator only, as with ``ChatMoA``); it can
+never change a served spec's topology
 or endpoints. Fields we do not implement are refused by name, not ignored.
 """
 
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langgraph_moa.costs import run_totals
 from langgraph_moa.errors import InvalidInputError
-from langgraph_moa.graphs.state import check_stop, check_tools
+from langgraph_moa.graphs.state import check_response_format, check_stop, check_tools
 
 ACCEPTED_IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls"})
 """Fields OpenAI clients commonly send that do not change an answer: accepted, unused."""
@@ -28,7 +29,6 @@ ACCEPTED_IGNORED = frozenset({"user", "metadata", "store", "service_tier", "para
 NOT_SUPPORTED = {
     "functions": "function calling is not supported by moa serve: use tools",
     "function_call": "function calling is not supported by moa serve: use tools",
-    "response_format": "response_format is not supported by moa serve yet",
     "logprobs": "logprobs are not available from a mixture of models",
     "top_logprobs": "logprobs are not available from a mixture of models",
     "logit_bias": "logit_bias is not supported by moa serve",
@@ -102,6 +102,7 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
     moa: MoAOptions | None = None
 
 
@@ -138,6 +139,7 @@ def parse_request(body: Any, *, max_messages: int, max_tokens_cap: int) -> ChatR
         raise APIError(400, f"max_tokens is capped at {max_tokens_cap}", param="max_tokens")
     try:  # the same bounds a graph run's Context applies, named as the request's fields
         check_tools(request.tools or None, request.tool_choice)
+        check_response_format(request.response_format)
     except InvalidInputError as exc:
         message = str(exc).removeprefix("context.")
         raise APIError(400, message, param=message.split(":")[0].split("[")[0]) from None

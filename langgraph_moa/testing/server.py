@@ -419,6 +419,7 @@ class OpenAIServer:
             "completion_tokens": None,
             "tools": None,
             "tool_choice": None,
+            "response_format": None,
         }
         try:
             return await self._chat_inner(request, record)
@@ -453,6 +454,7 @@ class OpenAIServer:
             else None
         )
         rec["tool_choice"] = body.get("tool_choice")
+        rec["response_format"] = body.get("response_format")
         rec["stop"] = body.get("stop")
         if not isinstance(model, str) or not isinstance(messages, list):
             rec["seq"] = self._append(rec)
