@@ -102,7 +102,9 @@ class _Params:
 
     @property
     def supports_json_mode(self) -> bool:
-        return False  # no response_format: structured output goes through tool calling
+        # with_structured_output(method="json_mode") is not implemented (structured output
+        # goes through tool calling); a bound response_format does reach the aggregator.
+        return False
 
 
 class TestChatMoAUnit(_Params, ChatModelUnitTests):
