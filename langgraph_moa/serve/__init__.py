@@ -14,7 +14,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from langgraph_moa.web import LOOPBACK
+from langgraph_moa.web import LOOPBACK, load_web_stack
 
 if TYPE_CHECKING:
     from langgraph_moa.serve.app import Limits, create_app
@@ -35,17 +35,7 @@ def __getattr__(name: str) -> Any:
 
 
 def _app() -> Any:
-    try:
-        from langgraph_moa.serve import app
-    except ImportError as exc:
-        if exc.name in ("fastapi", "uvicorn", "starlette"):
-            from langgraph_moa.errors import MoAError
-
-            raise MoAError(
-                'moa serve needs FastAPI and uvicorn: pip install "langgraph-moa[serve]"'
-            ) from None
-        raise
-    return app
+    return load_web_stack("langgraph_moa.serve.app", "moa serve", "serve")
 
 
 def add_parser(sub: Any) -> None:

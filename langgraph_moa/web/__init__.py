@@ -7,6 +7,8 @@ names are imported lazily so a missing one is a clear error, not a traceback at 
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,14 +24,20 @@ LOOPBACK = ["127.0.0.1", "localhost", "::1", "[::1]"]
 def __getattr__(name: str) -> Any:
     if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = "router" if name == "ui_router" else "app"
+    return getattr(load_web_stack(f"langgraph_moa.web.{module}", "the web UI", "web"), name)
+
+
+def load_web_stack(module: str, what: str, extra: str) -> ModuleType:
+    """``module``, which needs FastAPI and uvicorn; if they are missing, a ``MoAError`` saying
+    which extra installs them (one line for the CLI, not a traceback)."""
     try:
-        from langgraph_moa.web import app, router
+        return importlib.import_module(module)
     except ImportError as exc:
         if exc.name in ("fastapi", "uvicorn", "starlette"):
             from langgraph_moa.errors import MoAError
 
             raise MoAError(
-                'the web UI needs FastAPI and uvicorn: pip install "langgraph-moa[web]"'
+                f'{what} needs FastAPI and uvicorn: pip install "langgraph-moa[{extra}]"'
             ) from None
         raise
-    return getattr(router if name == "ui_router" else app, name)
