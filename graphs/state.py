@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from langchain_core.messages import AnyMessage, BaseMessage, convert_to_messages
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, convert_to_messages
 from langgraph.graph.message import Messages, add_messages
 from pydantic import ValidationError
 from typing_extensions import NotRequired, TypedDict
@@ -274,6 +274,16 @@ def check_overrides(temperature: object, max_tokens: object, cap: int = MAX_TOKE
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 0 < max_tokens <= cap
     ):
         raise InvalidInputError(f"context.max_tokens: must be a whole number from 1 to {cap}")
+
+
+def finish_reason(answer: BaseMessage | None) -> str:
+    """The answer's finish reason in OpenAI's terms (``moa serve``, ChatMoA): ``tool_calls``,
+    ``length`` when the aggregator was cut at its max_tokens, ``content_filter``, else
+    ``stop``."""
+    if isinstance(answer, AIMessage) and answer.tool_calls:
+        return "tool_calls"
+    reason = answer.response_metadata.get("finish_reason") if answer is not None else None
+    return reason if reason in ("length", "content_filter") else "stop"
 
 
 MAX_TOOLS = 128

@@ -56,7 +56,7 @@ from langgraph_moa.errors import InvalidInputError, SpecError
 from langgraph_moa.graphs.builder import CompiledMoA, build_graph
 from langgraph_moa.graphs.names import ANSWER_NODES
 from langgraph_moa.graphs.spec import MAX_SECONDS, MoASpec, parse_spec, resolve_spec
-from langgraph_moa.graphs.state import Context, InputState, check_overrides
+from langgraph_moa.graphs.state import Context, InputState, check_overrides, finish_reason
 from langgraph_moa.nodes.tools import check_tool_support
 
 _T = TypeVar("_T")
@@ -380,7 +380,7 @@ class ChatMoA(BaseChatModel):
         return {
             "model_name": self.model_name,
             "model_provider": PROVIDER,
-            "finish_reason": "tool_calls" if final.tool_calls else "stop",
+            "finish_reason": finish_reason(final),
             "moa": moa,
         }
 

@@ -207,12 +207,15 @@ def result(
         synthesis = strip_reasoning(message.text, spec).strip()
         window = int(state.get("window") or 0) + 1
         return {"synthesis": synthesis, "window": window, "calls": [done]}
+    reason = message.response_metadata.get("finish_reason")
     final = AIMessage(
         content=message.text,
         id=message.id,
         usage_metadata=message.usage_metadata,
         tool_calls=message.tool_calls,
         invalid_tool_calls=message.invalid_tool_calls,
+        # why the answer ended ("length": cut at max_tokens), for the faces' finish_reason
+        response_metadata={"finish_reason": reason} if isinstance(reason, str) else {},
     )
     return {"answer": message.text, "messages": [final], "calls": [done]}
 

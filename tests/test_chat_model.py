@@ -329,6 +329,15 @@ def test_with_structured_output(llm: ChatMoA) -> None:
     assert out == Weather(city="Oslo", degrees=12)
 
 
+def test_an_answer_cut_at_max_tokens_says_so(server: OpenAIServer, model: Any) -> None:
+    cut = ChatMoA(spec=spec(model), max_tokens=2).invoke("Tell me a long story please")
+    assert cut.response_metadata["finish_reason"] == "length"
+    whole = ChatMoA(spec=spec(model)).invoke("Tell me a long story please")
+    assert whole.response_metadata["finish_reason"] == "stop"
+    streamed = [c for c in ChatMoA(spec=spec(model), max_tokens=2).stream("Tell me a story")]
+    assert streamed[-1].response_metadata["finish_reason"] == "length"
+
+
 JSON_OBJECT = {"type": "json_object"}
 
 

@@ -175,6 +175,28 @@ def calling_agg(upstream: OpenAIServer) -> Iterator[OpenAIServer]:
     upstream.set_behavior("agg", None)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_cut_at_max_tokens_finishes_with_length(
+    client: openai.OpenAI, upstream: OpenAIServer, stream: bool
+) -> None:
+    question = [{"role": "user", "content": "Tell me a long story please"}]
+    reasons = []
+    for max_tokens in (2, 100):
+        if stream:
+            chunks = list(
+                client.chat.completions.create(
+                    model="tiny", messages=question, max_tokens=max_tokens, stream=True
+                )
+            )
+            reasons.append([c.choices[0].finish_reason for c in chunks if c.choices][-1])
+        else:
+            out = client.chat.completions.create(
+                model="tiny", messages=question, max_tokens=max_tokens
+            )
+            reasons.append(out.choices[0].finish_reason)
+    assert reasons == ["length", "stop"]
+
+
 CITY_FORMAT = {
     "type": "json_schema",
     "json_schema": {

@@ -280,8 +280,7 @@ async def _stream(
             yield _sse(_map_run_error(exc).body())
             yield b"data: [DONE]\n\n"
             return
-        finish = "tool_calls" if oa.tool_calls(final) else "stop"
-        last = oa.chunk(cid, model, {}, finish_reason=finish)
+        last = oa.chunk(cid, model, {}, finish_reason=oa.final_reason(final))
         if include:
             last["moa"] = {name: final.get(name) for name in include}
         yield _sse(last)

@@ -21,7 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langgraph_moa.costs import run_totals
 from langgraph_moa.errors import InvalidInputError
-from langgraph_moa.graphs.state import check_response_format, check_stop, check_tools
+from langgraph_moa.graphs.state import (
+    check_response_format,
+    check_stop,
+    check_tools,
+    finish_reason,
+)
 
 ACCEPTED_IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls"})
 """Fields OpenAI clients commonly send that do not change an answer: accepted, unused."""
@@ -173,11 +178,16 @@ def completion_id() -> str:
     return f"chatcmpl-moa-{uuid.uuid4().hex[:24]}"
 
 
-def tool_calls(out: dict[str, Any]) -> list[dict[str, Any]]:
-    """The answer's tool calls in OpenAI's shape (empty for a text answer)."""
+def _answer(out: dict[str, Any]) -> AIMessage | None:
     messages = out.get("messages") or []
     last = messages[-1] if messages else None
-    if not isinstance(last, AIMessage):
+    return last if isinstance(last, AIMessage) else None
+
+
+def tool_calls(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answer's tool calls in OpenAI's shape (empty for a text answer)."""
+    last = _answer(out)
+    if last is None:
         return []
     return [
         {
@@ -213,6 +223,11 @@ def tool_call_deltas(chunk: AIMessage) -> list[dict[str, Any]]:
     return deltas
 
 
+def final_reason(out: dict[str, Any]) -> str:
+    """``finish_reason`` of a finished run's answer."""
+    return finish_reason(_answer(out))
+
+
 def completion(cid: str, model: str, out: dict[str, Any], include: list[str]) -> dict[str, Any]:
     """A ``chat.completion`` for a finished run (a tool call's ``content`` is null)."""
     calls = tool_calls(out)
@@ -230,7 +245,7 @@ def completion(cid: str, model: str, out: dict[str, Any], include: list[str]) ->
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": "tool_calls" if calls else "stop",
+                "finish_reason": final_reason(out),
             }
         ],
         "usage": usage(out.get("calls") or []),
