@@ -87,6 +87,13 @@ def test_json_has_answer_references_usage_and_totals(spec_file):
     assert result["totals"]["calls"] == 3 and result["totals"]["output_tokens"] > 0
 
 
+def test_an_answer_cut_at_max_tokens_is_said(spec_file):
+    cut = moa("--spec", spec_file, "--max-tokens", "2", "Tell me a long story")
+    assert cut.returncode == 0 and "answer was cut at max_tokens" in cut.stderr, cut.stderr
+    whole = moa("--spec", spec_file, "Tell me a long story")
+    assert whole.returncode == 0 and "cut at max_tokens" not in whole.stderr
+
+
 def test_progress_on_stderr_and_streamed_answer_on_stdout(spec_file):
     out = moa("--spec", spec_file, "--stream", "--show-references", "Why?")
     assert out.returncode == 0, out.stderr
