@@ -166,13 +166,18 @@ WEATHER_TOOL = {
 }
 
 
+def _aggregator(upstream: OpenAIServer, behavior: Behavior) -> Iterator[OpenAIServer]:
+    """The upstream with its aggregator behaving so for one test (log emptied first)."""
+    upstream.reset()
+    upstream.set_behavior("agg", behavior)
+    yield upstream
+    upstream.set_behavior("agg", None)
+
+
 @pytest.fixture
 def calling_agg(upstream: OpenAIServer) -> Iterator[OpenAIServer]:
     """The upstream aggregator answers with a tool call when it is offered tools."""
-    upstream.reset()
-    upstream.set_behavior("agg", Behavior(latency=0.02, tool_calls=True))
-    yield upstream
-    upstream.set_behavior("agg", None)
+    yield from _aggregator(upstream, Behavior(latency=0.02, tool_calls=True))
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -210,10 +215,7 @@ CITY_FORMAT = {
 @pytest.fixture
 def json_agg(upstream: OpenAIServer) -> Iterator[OpenAIServer]:
     """The upstream aggregator answers in JSON (as a model told a response_format would)."""
-    upstream.reset()
-    upstream.set_behavior("agg", Behavior(latency=0.02, content='{"city": "Oslo"}'))
-    yield upstream
-    upstream.set_behavior("agg", None)
+    yield from _aggregator(upstream, Behavior(latency=0.02, content='{"city": "Oslo"}'))
 
 
 @pytest.mark.parametrize("stream", [False, True])
