@@ -102,8 +102,8 @@ class _Params:
 
     @property
     def supports_json_mode(self) -> bool:
-        # with_structured_output(method="json_mode") is not implemented (structured output
-        # goes through tool calling); a bound response_format does reach the aggregator.
+        # with_structured_output always uses tool calling (LangChain's base implementation
+        # ignores `method`); a bound response_format does reach the aggregator.
         return False
 
 
