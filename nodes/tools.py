@@ -10,7 +10,7 @@ each tool result written out as plain text: no tool schema, no ``tool_calls`` fi
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -92,15 +92,20 @@ def can_call_tools(model: ModelSpec, chat_models: Mapping[str, BaseChatModel]) -
     return model.provider not in NO_TOOL_CALLING
 
 
+def _answer_models(spec: MoASpec) -> Iterator[ModelSpec]:
+    """The models that may write the answer: the aggregator, then its fallbacks."""
+    model: ModelSpec | None = spec.aggregator
+    while model is not None:
+        yield model
+        model = model.fallback
+
+
 def check_tool_support(spec: MoASpec, chat_models: Mapping[str, BaseChatModel]) -> None:
     """Raise ``ToolCallingUnsupportedError`` naming every answer model (the aggregator and its
     fallbacks) that cannot call tools, before any model is called."""
-    unable: list[str] = []
-    model: ModelSpec | None = spec.aggregator
-    while model is not None:
-        if not can_call_tools(model, chat_models):
-            unable.append(f"{model.name} ({model.model})")
-        model = model.fallback
+    unable = [
+        f"{m.name} ({m.model})" for m in _answer_models(spec) if not can_call_tools(m, chat_models)
+    ]
     if unable:
         raise ToolCallingUnsupportedError(unable)
 
@@ -116,12 +121,11 @@ def check_response_format_support(spec: MoASpec, chat_models: Mapping[str, BaseC
     """Refuse a ``response_format`` whose answer models (the aggregator and its fallbacks)
     cannot take it, before any model is called: it is OpenAI's parameter, passed as is to
     OpenAI-compatible providers (and to chat model instances you gave, which you know)."""
-    unable: list[str] = []
-    model: ModelSpec | None = spec.aggregator
-    while model is not None:
-        if str(model.name) not in chat_models and model.provider not in OPENAI_COMPATIBLE:
-            unable.append(f"{model.name} ({model.model})")
-        model = model.fallback
+    unable = [
+        f"{m.name} ({m.model})"
+        for m in _answer_models(spec)
+        if str(m.name) not in chat_models and m.provider not in OPENAI_COMPATIBLE
+    ]
     if unable:
         raise InvalidInputError(
             "context.response_format: only OpenAI-compatible answer models take it; not "
