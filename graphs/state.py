@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -274,6 +275,14 @@ def check_overrides(temperature: object, max_tokens: object, cap: int = MAX_TOKE
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 0 < max_tokens <= cap
     ):
         raise InvalidInputError(f"context.max_tokens: must be a whole number from 1 to {cap}")
+
+
+def answer_message(out: Mapping[str, Any]) -> AIMessage | None:
+    """A finished run's answer: the last message of its output, if the model wrote it (a run
+    paused for review ends without one)."""
+    messages = out.get("messages") or []
+    last = messages[-1] if messages else None
+    return last if isinstance(last, AIMessage) else None
 
 
 def finish_reason(answer: BaseMessage | None) -> str:

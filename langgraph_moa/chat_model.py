@@ -56,7 +56,13 @@ from langgraph_moa.errors import InvalidInputError, SpecError
 from langgraph_moa.graphs.builder import CompiledMoA, build_graph
 from langgraph_moa.graphs.names import ANSWER_NODES
 from langgraph_moa.graphs.spec import MAX_SECONDS, MoASpec, parse_spec, resolve_spec
-from langgraph_moa.graphs.state import Context, InputState, check_overrides, finish_reason
+from langgraph_moa.graphs.state import (
+    Context,
+    InputState,
+    answer_message,
+    check_overrides,
+    finish_reason,
+)
 from langgraph_moa.nodes.tools import check_tool_support
 
 _T = TypeVar("_T")
@@ -343,9 +349,8 @@ class ChatMoA(BaseChatModel):
 
     def _answer(self, out: Mapping[str, Any]) -> AIMessage:
         """The aggregator's message with the run's usage and what the mixture did."""
-        messages = out.get("messages") or []
-        final = messages[-1] if messages else None
-        if not isinstance(final, AIMessage):  # e.g. a run paused for review (spec.review)
+        final = answer_message(out)
+        if final is None:  # e.g. a run paused for review (spec.review)
             raise InvalidInputError(
                 "the run ended without an answer (a spec with review: true needs a"
                 " checkpointer: use create_moa, not ChatMoA)"

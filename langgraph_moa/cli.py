@@ -276,9 +276,9 @@ def _print_result(final: dict[str, Any], args: argparse.Namespace, streamed: boo
         )
         if final.get("fallback_reason"):
             print(f"[fallback answered: {final['fallback_reason']}]", file=sys.stderr)
-        from langgraph_moa.graphs.state import finish_reason
+        from langgraph_moa.graphs.state import answer_message, finish_reason
 
-        if finish_reason((final.get("messages") or [None])[-1]) == "length":
+        if finish_reason(answer_message(final)) == "length":
             print("[the answer was cut at max_tokens: --max-tokens N allows more]", file=sys.stderr)
 
 

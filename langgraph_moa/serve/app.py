@@ -41,7 +41,7 @@ from langgraph_moa.graphs.builder import CompiledMoA, create_moa
 from langgraph_moa.graphs.names import ANSWER_NODES
 from langgraph_moa.graphs.policy import MAX_OVERRIDE_TOKENS, RunLimits, RunPolicy
 from langgraph_moa.graphs.spec import MoASpec
-from langgraph_moa.graphs.state import Context
+from langgraph_moa.graphs.state import Context, answer_message, finish_reason
 from langgraph_moa.redact import scrub
 from langgraph_moa.serve import MAX_CONCURRENT_RUNS, openai_api as oa
 from langgraph_moa.tuning import tune_gc
@@ -280,7 +280,7 @@ async def _stream(
             yield _sse(_map_run_error(exc).body())
             yield b"data: [DONE]\n\n"
             return
-        last = oa.chunk(cid, model, {}, finish_reason=oa.final_reason(final))
+        last = oa.chunk(cid, model, {}, finish_reason=finish_reason(answer_message(final)))
         if include:
             last["moa"] = {name: final.get(name) for name in include}
         yield _sse(last)

@@ -4,8 +4,8 @@ stream chunks and errors (``{"error": {"message", "type", "param", "code"}}``).
 A request names a served spec as its ``model`` and may set the per-run overrides the graph's
 ``Context`` has (``temperature``, ``max_tokens``, ``stop``, ``tools``, ``tool_choice``,
 ``response_format``: the last three reach the aggregator only, as with ``ChatMoA``); it can
-never change a served spec's topology
-or endpoints. Fields we do not implement are refused by name, not ignored.
+never change a served spec's topology or endpoints. Fields we do not implement are refused by
+name, not ignored.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from langgraph_moa.costs import run_totals
 from langgraph_moa.errors import InvalidInputError
 from langgraph_moa.graphs.state import (
+    answer_message,
     check_response_format,
     check_stop,
     check_tools,
@@ -178,15 +179,9 @@ def completion_id() -> str:
     return f"chatcmpl-moa-{uuid.uuid4().hex[:24]}"
 
 
-def _answer(out: dict[str, Any]) -> AIMessage | None:
-    messages = out.get("messages") or []
-    last = messages[-1] if messages else None
-    return last if isinstance(last, AIMessage) else None
-
-
 def tool_calls(out: dict[str, Any]) -> list[dict[str, Any]]:
     """The answer's tool calls in OpenAI's shape (empty for a text answer)."""
-    last = _answer(out)
+    last = answer_message(out)
     if last is None:
         return []
     return [
@@ -223,11 +218,6 @@ def tool_call_deltas(chunk: AIMessage) -> list[dict[str, Any]]:
     return deltas
 
 
-def final_reason(out: dict[str, Any]) -> str:
-    """``finish_reason`` of a finished run's answer."""
-    return finish_reason(_answer(out))
-
-
 def completion(cid: str, model: str, out: dict[str, Any], include: list[str]) -> dict[str, Any]:
     """A ``chat.completion`` for a finished run (a tool call's ``content`` is null)."""
     calls = tool_calls(out)
@@ -245,7 +235,7 @@ def completion(cid: str, model: str, out: dict[str, Any], include: list[str]) ->
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": final_reason(out),
+                "finish_reason": finish_reason(answer_message(out)),
             }
         ],
         "usage": usage(out.get("calls") or []),
