@@ -12,7 +12,8 @@ import pytest
 from langgraph_moa.errors import MoAError
 from langgraph_moa.eval import data, length_control, summary
 from langgraph_moa.eval.export import alpaca_eval, fastchat
-from langgraph_moa.eval.gsm8k import extract_flexible, extract_strict, grade, normalize
+from langgraph_moa.eval.gsm8k import FLEXIBLE, TASKS, exact_match, grade, regex_filter
+from langgraph_moa.eval.gsm8k import prompts as gsm8k_prompts
 from langgraph_moa.eval.judge import judge_spec, parse_rating, parse_verdict
 from langgraph_moa.eval.mt_bench import judge_prompt_name, judge_user_prompt
 from langgraph_moa.eval.pairwise import combine, win_rate
@@ -66,30 +67,43 @@ def test_win_rate_counts_ties_half_with_a_normal_interval() -> None:
     assert rate["ci_high"] == pytest.approx(min(100.0, 100 * (0.625 + 1.96 * se)))
 
 
-def test_length_controlled_win_rate_recovers_a_known_model() -> None:
-    """Synthetic judge: P(model wins) = sigmoid(0.4 + 1.5 tanh(Δ/σ)) and the model writes
-    longer answers on average, so the raw win rate is inflated; the LC estimate must give
-    back sigmoid(0.4) = 59.9 %."""
-    rng = random.Random(7)
-    theta, phi = 0.4, 1.5
-    deltas = [rng.gauss(300, 400) for _ in range(20000)]
-    std = (sum((d - sum(deltas) / len(deltas)) ** 2 for d in deltas) / len(deltas)) ** 0.5
-    prefs = []
-    for d in deltas:
-        p = 1 / (1 + math.exp(-(theta + phi * math.tanh(d / std))))
-        prefs.append(1.0 if rng.random() < p else 0.0)
-    fit = length_control.fit(prefs, deltas)
-    raw = 100 * sum(prefs) / len(prefs)
-    assert raw > 70  # the length bias the LC rate must remove
-    assert fit["lc_win_rate"] == pytest.approx(100 / (1 + math.exp(-theta)), abs=1.5)
-    assert fit["phi"] == pytest.approx(phi, abs=0.15)
+def _annotations(n: int, seed: int = 7) -> list[dict]:
+    """Synthetic AlpacaEval annotations: the judge prefers the longer answer (P(model) =
+    sigmoid(0.4 + 1.5 tanh(Δ/σ))), and the model writes longer answers on average."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        base, mine = rng.randint(200, 1500), rng.randint(200, 2500)
+        p = 1 / (1 + math.exp(-(0.4 + 1.5 * math.tanh((mine - base) / 700))))
+        u = rng.random()
+        rows.append(
+            {
+                "instruction": f"prompt {i}",
+                "output_1": "b" * base,
+                "output_2": "m" * mine,
+                "generator_1": "base",
+                "generator_2": "moa",
+                "annotator": "gpt-4o_pair-v2_both_orders",
+                "preference": 2.0 if u < 0.9 * p else 1.5 if u < p else 1.0,
+                "index": i,
+            }
+        )
+    return rows
 
 
-def test_length_controlled_equals_raw_without_length_differences() -> None:
-    fit = length_control.fit([1, 0.5, 0, 1], [0, 0, 0, 0])
-    assert fit["lc_win_rate"] == pytest.approx(62.5, abs=0.01)
-    sweep = length_control.fit([1, 1, 1], [10, -5, 3])  # a clean sweep stays finite
-    assert 99 < sweep["lc_win_rate"] <= 100
+def test_length_controlled_win_rate_removes_a_length_bias() -> None:
+    rows = _annotations(805)
+    raw = 100 * sum(r["preference"] - 1 for r in rows) / len(rows)
+    lc = length_control.lc_win_rate(rows, prefer_official=False)
+    assert lc["variant"].startswith("length_controlled_minimal, langgraph_moa")
+    assert raw > 66  # the length bias the LC rate must remove
+    assert 52 < lc["lc_win_rate"] < raw - 5
+    assert lc["lc_standard_error"] == 0  # one prediction for every prompt, as AlpacaEval's
+    # no length difference at all: the LC rate is the raw rate (the GLM is its intercept)
+    same = [{**r, "output_1": "x", "output_2": "y"} for r in rows[:40]]
+    flat = length_control.lc_win_rate(same, prefer_official=False)
+    raw40 = 100 * sum(r["preference"] - 1 for r in same) / 40
+    assert flat["lc_win_rate"] == pytest.approx(raw40, abs=1.5)
 
 
 @pytest.mark.parametrize(
@@ -97,24 +111,46 @@ def test_length_controlled_equals_raw_without_length_differences() -> None:
     [
         ("So she has 18 eggs.\n#### 18", "18", "18"),
         ("#### 1,234", "1,234", "1,234"),
-        ("The total is $1,234.50. #### $1,234.50", "1,234.50", "$1,234.50"),
-        ("First 3, then 5, so the answer is 8.", None, "8"),
+        ("The total is $1,234.50. #### $1,234.50", "[invalid]", "$1,234.50"),
+        ("First 3, then 5, so the answer is 8.", "[invalid]", "8."),
         ("It costs -4 dollars #### -4", "-4", "-4"),
-        ("no numbers at all", None, None),
+        ("no numbers at all", "[invalid]", "[invalid]"),
+        ("####18", "[invalid]", "18"),  # lm-eval's strict regex needs '#### '
+        ("#### $18", "[invalid]", "$18"),
+        ("####\n18", "[invalid]", "18"),
     ],
 )
-def test_gsm8k_extraction(answer: str, strict: str | None, flexible: str | None) -> None:
-    assert extract_strict(answer) == strict
-    assert extract_flexible(answer) == flexible
+def test_gsm8k_extraction_is_lm_evals(answer: str, strict: str, flexible: str) -> None:
+    assert regex_filter(answer, TASKS["gsm8k"]["strict"]) == strict
+    assert regex_filter(answer, FLEXIBLE, group_select=-1) == flexible
 
 
-def test_gsm8k_grading_ignores_commas_dollars_trailing_period() -> None:
-    assert normalize("$1,234.") == normalize("1234") == normalize("1234.00")
-    assert normalize("abc") is None
-    graded = grade("Work... so 1,234 in total.", "steps\n#### 1234")
+def test_gsm8k_exact_match_compares_strings_after_lm_evals_filters() -> None:
+    ref = "Half of 36 is 18.\n#### 18"
+    assert exact_match("18", ref) and exact_match("$18.", ref) and exact_match("1,8", ref)
+    assert not exact_match("18.00", ref)  # strings, not numbers
+    assert not exact_match("18.0", ref) and not exact_match("[invalid]", ref)
+    graded = grade("Work... so 1,234 in total.", "steps\n#### 1,234")
     assert graded["strict_correct"] is False and graded["flexible_correct"] is True
     graded = grade("#### 72\nActually 71", "#### 72")
     assert graded["strict_correct"] is True and graded["flexible_correct"] is False
+    cot = grade("The answer is 72.", "x #### 72", "gsm8k_cot")
+    assert cot["target"] == "72" and cot["strict_correct"] and cot["flexible_correct"]
+
+
+def test_gsm8k_prompts_are_lm_evals_5_shot_and_cot() -> None:
+    train = [{"question": f"t{i}?", "answer": f"w{i}\n#### {i}"} for i in range(50)]
+    test = [{"question": "q0?", "answer": "#### 1"}, {"question": "q1?", "answer": "#### 2"}]
+    rnd = random.Random(1234)  # lm-eval's fewshot seed, one sampler for the whole split
+    expected = [rnd.sample(train, 5) for _ in test]
+    got = gsm8k_prompts("gsm8k", test, train)
+    for prompt, shots, row in zip(got, expected, test, strict=True):
+        body = "".join(f"Question: {s['question']}\nAnswer: {s['answer']}\n\n" for s in shots)
+        assert prompt == f"{body}Question: {row['question']}\nAnswer:"
+    assert got[0] != got[1]  # the sampler's state runs on from one question to the next
+    cot = gsm8k_prompts("gsm8k_cot", test, None)
+    assert cot[0].startswith("Q: There are 15 trees in the grove.")
+    assert cot[0].count("\nA: ") == 8 and cot[0].endswith("Q: q0?\nA:")
 
 
 def test_mt_bench_prompt_choice_and_formatting_follow_fastchat() -> None:
@@ -153,29 +189,59 @@ def test_mt_bench_summary_math() -> None:
             "category": "writing",
             "latency_s": 1.0,
             "calls": [_call(0.1)],
+            "prompt_turns": ["q1", "q2"],
+            "turns": ["a1", "a2"],
             "judgments": [{"turn": 1, "score": 8.0}, {"turn": 2, "score": 6.0}],
         },
         "2": {
             "category": "math",
             "latency_s": 3.0,
             "calls": [_call(0.2)],
+            "prompt_turns": ["q1", "q2"],
+            "turns": ["a1", "a2"],
             "judgments": [{"turn": 1, "score": 4.0}, {"turn": 2, "score": -1.0}],
         },
         "3": {
             "category": "math",
             "latency_s": 9.0,
             "calls": [_call(0.3)],
+            "prompt_turns": ["q1", "q2"],
+            "turns": [],
             "judgments": [],
             "error": "turn 1: boom",
         },
+        "4": {  # a judge call failed on turn 2: turn 1's score is kept, as FastChat keeps it
+            "category": "writing",
+            "latency_s": 2.0,
+            "calls": [],
+            "prompt_turns": ["q1", "q2"],
+            "turns": ["a1", "a2"],
+            "judgments": [
+                {"turn": 1, "score": 10.0},
+                {"turn": 2, "score": -1.0, "error": "HTTP 500", "judgment": "$ERROR$"},
+            ],
+            "error": "judge: HTTP 500",
+        },
     }
-    s = summary.summarize({"eval": "mt-bench", "spec_name": "x", "judge": "j"}, records)
-    assert s["turn_1"] == pytest.approx(6.0)
+    header = {"eval": "mt-bench", "spec_name": "x", "judge": "openai:gpt-4"}
+    s = summary.summarize({**header, "generation": "fastchat"}, records)
+    assert s["turn_1"] == pytest.approx(22 / 3)
     assert s["turn_2"] == pytest.approx(6.0)  # the unparsable -1 is excluded, not averaged
-    assert s["score"] == pytest.approx(6.0)
-    assert s["categories"] == {"math": 4.0, "writing": 7.0}
-    assert (s["unparsable"], s["judgments"]) == (1, 4)
-    assert (s["completed"], s["failed"]) == (2, 1)
+    assert s["score"] == pytest.approx(28 / 4)
+    assert s["categories"] == {"math": 4.0, "writing": 8.0}
+    assert (s["unparsable"], s["judge_failures"], s["judgments"]) == (1, 1, 6)
+    assert (s["completed"], s["failed"]) == (2, 2)
+    assert s["not_comparable"] == [
+        "3 of 80 questions answered",
+        "1 judge call(s) failed (rerun to retry them)",
+    ]
+    spec_run = summary.summarize({**header, "judge": "openai:gpt-4o"}, records)
+    assert spec_run["not_comparable"][:2] == [
+        "judge openai:gpt-4o is not GPT-4 (openai:gpt-4)",
+        "generation protocol is the spec's own, not FastChat's (--generation spec)",
+    ]
+    records = {k: v for k, v in records.items() if k != "4"}
+    s = summary.summarize({**header, "generation": "fastchat"}, records)
     assert s["moa"] == {
         "calls": 3,
         "input_tokens": 30,
@@ -213,6 +279,7 @@ def test_exports_match_the_official_formats() -> None:
     assert row["model_id"] == "moa-lite"
     assert row["choices"] == [{"index": 0, "turns": ["A1", "A2"]}]
     json.dumps(rows)
+    assert fastchat(header, records)[0]["answer_id"] == row["answer_id"]  # stable on re-export
     outs = alpaca_eval(
         {"eval": "pairwise", "spec_name": "moa"}, {"a": {"instruction": "Hi", "output": "Hello"}}
     )

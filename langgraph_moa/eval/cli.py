@@ -14,7 +14,7 @@ from typing import Any
 from langgraph_moa.errors import MoAError
 from langgraph_moa.eval import data, summary
 from langgraph_moa.eval.export import FORMATS, export
-from langgraph_moa.eval.store import ResultStore, read_results
+from langgraph_moa.eval.store import ResultStore, read_all
 
 
 def add_parser(sub: Any) -> None:
@@ -29,9 +29,11 @@ def add_parser(sub: Any) -> None:
     pick.add_argument("--question-ids", type=int, nargs="+", help="only these question ids")
     mt.add_argument("--question-file", help="MT-Bench-format questions (default: shipped 80)")
     mt.add_argument(
-        "--category-temperature",
-        action="store_true",
-        help="answer with FastChat's per-category temperature (writing 0.7, math 0...)",
+        "--generation",
+        choices=("fastchat", "spec"),
+        default="fastchat",
+        help="fastchat (default): FastChat's protocol, per-category temperature and 1024 new"
+        " tokens for every model (leaderboard-comparable); spec: the spec's own settings",
     )
 
     pw = cmds.add_parser("pairwise", help="AlpacaEval-style preference over a baseline")
@@ -41,10 +43,25 @@ def add_parser(sub: Any) -> None:
     base.add_argument("--baseline-file", help="AlpacaEval-format reference outputs (JSON)")
     pw.add_argument("--prompts", required=True, help="prompts: JSON/JSONL (instruction) or text")
     pw.add_argument("--limit", type=int, help="only the first N prompts")
+    pw.add_argument(
+        "--alpaca-eval-gamed",
+        metavar="DF_GAMED_CSV",
+        help="AlpacaEval's df_gamed.csv (HF dataset tatsu-lab/alpaca_eval): the LC win rate"
+        " is then length_controlled_v1 (needs --prompts = AlpacaEval's 805, in order)",
+    )
 
-    gs = cmds.add_parser("gsm8k", help="GSM8K accuracy (strict '#### N' and flexible)")
+    gs = cmds.add_parser("gsm8k", help="GSM8K accuracy as lm-evaluation-harness scores it")
     _run_args(gs, judge=False)
-    gs.add_argument("--data", required=True, help="GSM8K JSONL (question, answer '#### N')")
+    gs.add_argument(
+        "--data", required=True, help="GSM8K test split JSONL (question, answer '... #### N')"
+    )
+    gs.add_argument("--train", help="GSM8K train split JSONL: the 5-shot examples (gsm8k)")
+    gs.add_argument(
+        "--task",
+        choices=("gsm8k", "gsm8k_cot"),
+        default="gsm8k",
+        help="lm-eval task: gsm8k (5-shot from --train) or gsm8k_cot (8 fixed CoT exemplars)",
+    )
     gs.add_argument("--limit", type=int, help="only the first N problems")
 
     cmp = cmds.add_parser("compare", help="table and score-vs-cost PNG across result files")
@@ -67,7 +84,11 @@ def _run_args(p: argparse.ArgumentParser, *, judge: bool) -> None:
             help="judge model: provider:model (openai:gpt-4o, local:smollm2) or a ModelSpec file",
         )
         p.add_argument("--judge-base-url", help="OpenAI-compatible endpoint of the judge")
-        p.add_argument("--judge-max-tokens", type=int, help="judge max_tokens (default 2048)")
+        p.add_argument(
+            "--judge-max-tokens",
+            type=int,
+            help="judge max_tokens (default as FastChat: 2048, 1024 for Anthropic judges)",
+        )
     p.add_argument("--concurrency", type=int, default=4, help="items in flight (default 4)")
     p.add_argument("--output", help="result JSONL (default moa-eval/<eval>-<spec>.jsonl)")
     p.add_argument("--export", choices=FORMATS, action="append", help="also export results")
@@ -113,15 +134,34 @@ async def _mt_bench(args: argparse.Namespace) -> Path:
         questions = questions[: args.questions]
     jspec = judge_spec(args.judge, base_url=args.judge_base_url, max_tokens=args.judge_max_tokens)
     spec.check_keys()
+    settings = {"generation": args.generation}
     store = _store(
-        args, "mt-bench", spec, jspec, data_id=data_id, settings=args.category_temperature
+        args,
+        "mt-bench",
+        spec,
+        jspec,
+        data_id=data_id,
+        settings=settings,
+        extra={
+            **settings,
+            "question_file": args.question_file,
+            "questions_total": len(data.mt_bench_questions(args.question_file)),
+        },
     )
     graph, judge = create_moa(spec, cache=graph_cache(spec)), Judge(jspec)
 
     async def work(q: dict[str, Any]) -> dict[str, Any]:
-        previous = store.records.get(str(q["question_id"]))
+        key = str(q["question_id"])
+        previous = store.records.get(key)
         return await run_question(
-            graph, judge, q, prompts, references, previous, args.category_temperature
+            graph,
+            judge,
+            q,
+            prompts,
+            references,
+            previous,
+            args.generation,
+            journal=lambda calls: store.journal(key, calls),
         )
 
     await _go(args, store, questions, lambda q: str(q["question_id"]), work)
@@ -142,8 +182,11 @@ async def _pairwise(args: argparse.Namespace) -> Path:
     spec.check_keys()
     graph = create_moa(spec, cache=graph_cache(spec))
 
+    def journal(text: str) -> Any:
+        return lambda calls: store.journal(data.fingerprint(text), calls)
+
     async def mine(text: str) -> dict[str, Any]:
-        return await moa_answer(graph, [("user", text)])
+        return await moa_answer(graph, [("user", text)], journal=journal(text))
 
     if args.baseline_file:
         outputs, generator = data.alpaca_outputs(args.baseline_file)
@@ -164,9 +207,24 @@ async def _pairwise(args: argparse.Namespace) -> Path:
         bgraph = create_moa(bspec, cache=graph_cache(bspec))
 
         async def base(text: str) -> dict[str, Any]:
-            return await moa_answer(bgraph, [("user", text)])
+            return await moa_answer(bgraph, [("user", text)], journal=journal(text))
 
     template = data.judge_prompts()["pair-v2"]
+    gamed = None
+    if args.alpaca_eval_gamed:
+        from langgraph_moa.eval.length_control import read_gamed
+
+        gamed = str(Path(args.alpaca_eval_gamed).resolve())
+        try:
+            known = read_gamed(gamed)["difficulty"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise MoAError(f"--alpaca-eval-gamed: not AlpacaEval's df_gamed.csv ({exc})") from None
+        if len(every_prompt) > len(known):
+            raise MoAError(
+                f"--alpaca-eval-gamed: {len(every_prompt)} prompts, but df_gamed.csv knows"
+                f" {len(known)}: the prompts must be AlpacaEval's, in order"
+            )
+    position = {p: i for i, p in enumerate(every_prompt)}
     store = _store(
         args,
         "pairwise",
@@ -175,12 +233,14 @@ async def _pairwise(args: argparse.Namespace) -> Path:
         data_id=[every_prompt, template],
         settings=baseline_id,
         baseline=baseline_name,
+        extra={"alpaca_eval_gamed": gamed},
     )
     judge = Judge(jspec)
 
     async def work(text: str) -> dict[str, Any]:
         previous = store.records.get(data.fingerprint(text))
-        return await run_prompt(text, mine, base, judge, template, previous)
+        record = await run_prompt(text, mine, base, judge, template, previous, journal(text))
+        return {**record, "index": position[text]}
 
     await _go(args, store, prompts, lambda p: data.fingerprint(p), work)
     return store.path
@@ -188,18 +248,40 @@ async def _pairwise(args: argparse.Namespace) -> Path:
 
 async def _gsm8k(args: argparse.Namespace) -> Path:
     from langgraph_moa.cache import graph_cache  # `cache: true` persists (issue 15)
-    from langgraph_moa.eval.gsm8k import run_problem
+    from langgraph_moa.eval.gsm8k import prompts, run_problem
     from langgraph_moa.graphs.builder import create_moa
 
     spec = _spec(args)
     every_row = data.gsm8k(args.data)
+    if args.task == "gsm8k" and not args.train:
+        raise MoAError("--train: gsm8k draws its 5-shot examples from the train split")
+    train = data.gsm8k(args.train) if args.task == "gsm8k" else None
+    every_prompt = prompts(args.task, every_row, train)
+    prompt_of = {
+        data.fingerprint(r["question"]): p for r, p in zip(every_row, every_prompt, strict=True)
+    }
     rows = every_row[: args.limit]
     spec.check_keys()
-    store = _store(args, "gsm8k", spec, None, data_id=every_row)
+    store = _store(
+        args,
+        "gsm8k",
+        spec,
+        None,
+        data_id=[every_row, every_prompt],
+        settings={"task": args.task},
+        extra={"task": args.task},
+    )
     graph = create_moa(spec, cache=graph_cache(spec))
 
     async def work(row: dict[str, Any]) -> dict[str, Any]:
-        return await run_problem(graph, row)
+        key = data.fingerprint(row["question"])
+        return await run_problem(
+            graph,
+            row,
+            prompt_of[key],
+            args.task,
+            journal=lambda calls: store.journal(key, calls),
+        )
 
     await _go(args, store, rows, lambda r: data.fingerprint(r["question"]), work)
     return store.path
@@ -227,6 +309,7 @@ def _store(
     data_id: Any,
     settings: Any = None,
     baseline: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> ResultStore:
     judge_dump = jspec.model_dump(mode="json", exclude={"name"}) if jspec else None
     header = {
@@ -236,6 +319,7 @@ def _store(
         "judge": jspec.model if jspec else None,
         "judge_spec": judge_dump,
         "baseline": baseline,
+        **(extra or {}),
         "fingerprints": {
             "eval": kind,
             "spec": data.fingerprint(_answers_depend_on(_dump(spec))),
@@ -270,8 +354,8 @@ async def _go(
 
 def report(path: Path) -> dict[str, Any]:
     """Summarise a result file, print the summary and save it next to the file."""
-    header, records = read_results(path)
-    result = summary.summarize(header, records)
+    header, records, journal = read_all(path)
+    result = summary.summarize(header, records, journal)
     text = summary.render(result)
     print(text)
     path.with_suffix(".summary.txt").write_text(text + "\n", encoding="utf-8")
@@ -292,7 +376,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"\nplot: {compare.plot(summaries, args.plot)}", file=sys.stderr)
         return 0
     if cmd == "export":
-        print(export(args.results, args.format, args.out))
+        path, notes = export(args.results, args.format, args.out)
+        print(path)
+        for note in notes:
+            print(note, file=sys.stderr)
         return 0
     if args.concurrency < 1:
         raise MoAError("--concurrency must be at least 1")
@@ -302,5 +389,8 @@ def main(args: argparse.Namespace) -> int:
     path = asyncio.run(runner(args))
     result = report(path)
     for fmt in args.export or []:
-        print(f"exported {fmt}: {export(path, fmt)}", file=sys.stderr)
+        written, notes = export(path, fmt)
+        print(f"exported {fmt}: {written}", file=sys.stderr)
+        for note in notes:
+            print(f"  {note}", file=sys.stderr)
     return 0 if result["completed"] else 1

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from langgraph_moa.eval.store import read_results
+from langgraph_moa.eval.store import read_all
 from langgraph_moa.eval.summary import _fmt, summarize
 
 SCORE_LABEL = {
@@ -22,8 +22,8 @@ SCORE_LABEL = {
 def load(paths: list[str]) -> list[dict[str, Any]]:
     out = []
     for path in paths:
-        header, records = read_results(path)
-        summary = summarize(header, records)
+        header, records, journal = read_all(path)
+        summary = summarize(header, records, journal)
         summary["file"] = str(path)
         out.append(summary)
     return out

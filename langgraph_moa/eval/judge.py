@@ -22,7 +22,16 @@ from langgraph_moa.graphs.spec import ModelSpec
 
 JUDGE_TEMPERATURE = 0.0
 JUDGE_MAX_TOKENS = 2048
-"""FastChat ``chat_compeletion_openai(model, conv, temperature=0, max_tokens=2048)``."""
+"""FastChat ``chat_completion_openai(model, conv, temperature=0, max_tokens=2048)``."""
+ANTHROPIC_JUDGE_MAX_TOKENS = 1024
+"""FastChat ``chat_completion_anthropic(model, conv, temperature=0, max_tokens=1024)``."""
+
+
+def fastchat_name(model: str) -> str:
+    """The judge's name as FastChat writes it (``--judge-model gpt-4``, the file
+    ``model_judgment/gpt-4_single.jsonl``): the model id without our ``provider:``."""
+    return model.partition(":")[2] or model
+
 
 ONE_SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 ONE_SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
@@ -53,7 +62,7 @@ def judge_spec(
 ) -> ModelSpec:
     """``--judge``: ``provider:model`` (``openai:gpt-4o``, ``local:smollm2``...) or a YAML/JSON
     file holding one ModelSpec (for ``api_key_env``, ``price``, ``params``). Temperature is
-    always 0; max_tokens 2048 unless given."""
+    always 0; max_tokens as FastChat (1024 for Anthropic judges, else 2048) unless given."""
     path = Path(judge)
     data: dict[str, Any]
     if judge.endswith((".yaml", ".yml", ".json")) and path.is_file():
@@ -69,7 +78,12 @@ def judge_spec(
         # busy CPU 2048 tokens can take minutes, so no timeout unless the file sets one.
         data.setdefault("timeout", None)
     data["temperature"] = JUDGE_TEMPERATURE
-    data["max_tokens"] = max_tokens or data.get("max_tokens") or JUDGE_MAX_TOKENS
+    default = (
+        ANTHROPIC_JUDGE_MAX_TOKENS
+        if str(data.get("model", "")).startswith("anthropic:")
+        else JUDGE_MAX_TOKENS
+    )
+    data["max_tokens"] = max_tokens or data.get("max_tokens") or default
     if base_url:
         data["base_url"] = base_url
     try:

@@ -6,7 +6,18 @@ FastChat's ``gen_judgment --mode single``:
   and coding; turn 2: the ``-multi-turn`` variant of the same prompt (whole conversation);
 - the judge's system message is the prompt's ``system_prompt``, the user message its
   ``prompt_template`` formatted with ``question``/``answer`` (``question_1``... for turn 2);
-- rating: ``[[x]]`` else ``[x]``, else -1 (unparsable: counted, excluded from averages).
+- rating: ``[[x]]`` else ``[x]``, else -1 (unparsable: counted, excluded from averages);
+- a judge call that fails is recorded as FastChat records it: that turn's judgment is
+  ``$ERROR$`` with score -1, the other turn keeps its score; a resume re-judges only that turn.
+
+Generation protocols (``--generation``):
+
+- ``fastchat`` (default): FastChat ``gen_model_answer``'s settings, so scores are comparable
+  with the MT-Bench leaderboard: per-category temperature (``CATEGORY_TEMPERATURE``) and 1024
+  new tokens. As in the MoA paper's own MT-Bench script (``generate_for_mt_bench.py``, which
+  passes one temperature and ``max_tokens`` to the reference models and the aggregator), every
+  model of the spec gets them, proposers included (``Context.temperature``/``max_tokens``);
+- ``spec``: each model keeps the spec's own temperature and max_tokens.
 """
 
 from __future__ import annotations
@@ -31,8 +42,21 @@ CATEGORY_TEMPERATURE = {
     "stem": 0.1,
     "humanities": 0.1,
 }
-"""FastChat ``gen_model_answer``'s sampling temperature per category (``--category-temperature``
-applies it to every model of the spec; by default each model keeps its own)."""
+"""FastChat ``common.temperature_config``: the sampling temperature per category (0.7 for any
+other category, as ``gen_model_answer``)."""
+
+MAX_NEW_TOKENS = 1024
+"""FastChat ``gen_model_answer --max-new-token`` default."""
+
+PROTOCOLS = ("fastchat", "spec")
+
+
+def generation(category: str, protocol: str) -> tuple[float | None, int | None]:
+    """(temperature, max_tokens) overriding every model for a question; (None, None) keeps
+    the spec's own settings."""
+    if protocol == "spec":
+        return None, None
+    return CATEGORY_TEMPERATURE.get(category, 0.7), MAX_NEW_TOKENS
 
 
 def judge_prompt_name(category: str, turn: int) -> str:
@@ -72,12 +96,15 @@ async def run_question(
     prompts: dict[str, dict[str, Any]],
     references: dict[int, list[str]],
     previous: dict[str, Any] | None = None,
-    category_temperature: bool = False,
+    protocol: str = "fastchat",
+    journal: Any = None,
 ) -> dict[str, Any]:
     """Answer both turns, then judge each; the record written to the result file.
 
     ``previous``: this question's record from an interrupted run; if its answers are complete
-    (only the judge failed) they are reused, not paid for again."""
+    (only the judge failed) they are reused, not paid for again, and so are the judgments
+    that succeeded. ``journal(calls)`` is told of every call as soon as it is made (the
+    result file's spend journal: a kill loses no paid call)."""
     category = question["category"]
     record: dict[str, Any] = {
         "question_id": question["question_id"],
@@ -90,14 +117,19 @@ async def run_question(
         "judge_calls": [],
         "error": None,
     }
+    kept: dict[int, dict[str, Any]] = {}
     if previous and len(previous.get("turns") or []) == len(question["turns"]):
         for key in ("turns", "calls", "latency_s"):
             record[key] = previous[key]
+        record["reused_calls"] = len(previous["calls"])
+        kept = {j["turn"]: j for j in previous.get("judgments", []) if not j.get("error")}
+        calls = previous.get("judge_calls", [])
+        record["judge_calls"] = [c for c in calls if c.get("turn") in kept]
     messages: list[tuple[str, str]] = []
+    temperature, max_tokens = generation(category, protocol)
     for text in question["turns"] if not record["turns"] else []:
         messages.append(("user", text))
-        temperature = CATEGORY_TEMPERATURE.get(category, 0.7) if category_temperature else None
-        result = await moa_answer(graph, list(messages), temperature)
+        result = await moa_answer(graph, list(messages), temperature, max_tokens, journal)
         record["calls"] += result["calls"]
         record["latency_s"] = round(record["latency_s"] + result["latency_s"], 4)
         if result["error"]:
@@ -110,10 +142,16 @@ async def run_question(
         record["error"] = f"no reference answer for question {question['question_id']}"
         return record
     for turn in range(1, min(2, len(question["turns"])) + 1):
+        if turn in kept:
+            record["judgments"].append(kept[turn])
+            continue
         name = judge_prompt_name(category, turn)
         template = prompts[name]
         user = judge_user_prompt(template, question, record["turns"], turn, reference)
         judgment, call = await judge(str(template["system_prompt"]), user)
+        call["turn"] = turn
+        if journal is not None:
+            journal([call])
         record["judge_calls"].append(call)
         record["judgments"].append(
             {

@@ -62,6 +62,7 @@ async def run_prompt(
     judge: Judge,
     template: dict[str, Any],
     previous: dict[str, Any] | None = None,
+    journal: Any = None,
 ) -> dict[str, Any]:
     """Both answers (concurrently), both judge games; the record written to the result file.
 
@@ -102,6 +103,8 @@ async def run_prompt(
             question=instruction, answer_a=a["answer"], answer_b=b["answer"]
         )
         judgment, call = await judge(str(template["system_prompt"]), user)
+        if journal is not None:
+            journal([call])
         verdict = parse_verdict(judgment)
         verdicts.append(verdict)
         record["judge_calls"].append(call)

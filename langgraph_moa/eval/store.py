@@ -2,7 +2,9 @@
 flushed as each item completes, so an interrupted eval loses at most the items in flight.
 
 Resume: items whose record has no ``error`` are done and skipped; failed ones run again
-(the newest record of an id wins). The header's fingerprint names what produced the
+(the newest record of an id wins). Every call is also journaled as it is made (``calls``
+lines), so calls an interrupted or failed attempt paid for still count in the totals (as
+repeated) after the retry replaced its record. The header's fingerprint names what produced the
 results (spec, judge, data); a different one is refused instead of mixing results.
 """
 
@@ -51,6 +53,11 @@ class ResultStore:
         self.records[record["id"]] = record
         self._write({"kind": "item", **record})
 
+    def journal(self, item_id: str, calls: list[dict[str, Any]]) -> None:
+        """Record calls the moment they are made (before the item's record exists)."""
+        if calls:
+            self._write({"kind": "calls", "id": item_id, "calls": calls})
+
     def _write(self, row: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -69,6 +76,19 @@ def _drop_cut_line(path: Path) -> None:
 
 def read_results(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """(header, latest record per item id) of a result file."""
+    header, records, _ = read_all(path)
+    return header, records
+
+
+def read_journal(path: str | Path) -> list[dict[str, Any]]:
+    """Every call the result file's runs journaled, in order (each with its item ``id``)."""
+    return read_all(path)[2]
+
+
+def read_all(
+    path: str | Path,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(header, latest record per item id, journaled calls) of a result file."""
     p = Path(path)
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
@@ -76,6 +96,7 @@ def read_results(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, 
         raise MoAError(f"cannot read {str(p)!r}: {exc.strerror}") from None
     header: dict[str, Any] | None = None
     records: dict[str, dict[str, Any]] = {}
+    journal: list[dict[str, Any]] = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -90,6 +111,8 @@ def read_results(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, 
             header = row
         elif kind == "item":
             records[str(row["id"])] = row
+        elif kind == "calls":
+            journal += [{**c, "id": str(row["id"])} for c in row.get("calls") or []]
     if header is None:
         raise MoAError(f"{p} is not a moa eval result file (no header line)")
-    return header, records
+    return header, records, journal
