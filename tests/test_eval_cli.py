@@ -110,7 +110,7 @@ def test_mt_bench_end_to_end_resume_and_refusal(tmp_path, srv, capsys) -> None:
     assert {"question_id", "model", "judge", "score", "turn"} <= set(first)
     assert (first["model"], first["judge"], first["score"]) == (
         "tiny",
-        ["openai:judge", "single-v1"],
+        ["judge", "single-v1"],  # FastChat's naming: the model id, no provider
         7.0,
     )
 
@@ -243,18 +243,30 @@ def test_mt_bench_category_temperature_and_judge_failures_in_pairwise(
         spec,
         *_judge(srv),
         "-q",
-        "--category-temperature",
         "--question-ids",
         "81",
         "101",
         "--output",
         str(tmp_path / "mt.jsonl"),
     ]
-    assert main(args) == 0
-    temps = {r["messages"][-1]["content"][:40]: r["temperature"] for r in srv.log("p1")}
-    writing = next(t for q, t in temps.items() if q.startswith("Compose an engaging travel"))
-    assert writing == 0.7  # FastChat's temperature for writing; reasoning gets 0
-    assert sorted(set(temps.values())) == [0.0, 0.7]
+    assert main(args) == 0  # the default protocol is FastChat's
+    printed = capsys.readouterr().out
+    assert "generation            FastChat protocol" in printed
+    assert "comparable            not with the MT-Bench leaderboard: judge openai:judge" in printed
+    assert "2 of 80 questions answered" in printed
+    for model in ("p1", "p2", "agg"):  # every model, proposers too (the MoA paper's setup)
+        sent = srv.log(model)
+        travel = [r for r in sent if "Compose an engaging travel" in json.dumps(r["messages"])]
+        writing, reasoning = travel[0], next(r for r in sent if r not in travel)
+        assert (writing["temperature"], writing["max_tokens"]) == (0.7, 1024)
+        assert (reasoning["temperature"], reasoning["max_tokens"]) == (0.0, 1024)
+    # --generation spec: the spec's own settings (its default max_tokens)
+    before = len(srv.log("agg"))
+    spec_args = [*args[:-1], str(tmp_path / "mt-spec.jsonl"), "--generation", "spec"]
+    assert main(spec_args) == 0
+    own = srv.log("agg")[before:]
+    assert own and all(r.get("max_tokens") != 1024 for r in own)
+    assert "generation            the spec's own" in capsys.readouterr().out
 
     # pairwise: a failed judge reruns on resume, reusing both answers
     (tmp_path / "prompts.txt").write_text("Say hi.\n")
@@ -313,6 +325,8 @@ def test_gsm8k_and_compare(tmp_path, srv, capsys) -> None:
         {"question": "3+4?", "answer": "#### 7"},
     ]
     (tmp_path / "gsm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train = [{"question": f"{i}+1?", "answer": f"{i}+1={i + 1}\n#### {i + 1}"} for i in range(9)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
     srv.set_behavior("agg", Behavior(content="So the result is 4.\n#### 4\nOr 7 maybe."))
     out = tmp_path / "gsm.jsonl.out"
     args = [
@@ -323,15 +337,22 @@ def test_gsm8k_and_compare(tmp_path, srv, capsys) -> None:
         "-q",
         "--data",
         str(tmp_path / "gsm.jsonl"),
+        "--train",
+        str(tmp_path / "train.jsonl"),
         "--output",
         str(out),
     ]
     assert main(args) == 0
     printed = capsys.readouterr().out
+    assert "lm-evaluation-harness gsm8k" in printed
     assert "strict accuracy %     50.0" in printed
     assert "flexible accuracy %   50.0" in printed
-    asked = srv.log("p1")[0]["messages"][-1]["content"]
-    assert asked.startswith("2+2?") and "#### <number>" in asked
+    asked = [r for r in srv.log("p1") if "2+2?" in r["messages"][-1]["content"]][0]
+    prompt = asked["messages"][-1]["content"]  # lm-eval's 5-shot prompt, one user message
+    assert prompt.count("Question: ") == 6 and prompt.endswith("Question: 2+2?\nAnswer:")
+    assert (asked["temperature"], asked["max_tokens"]) == (0.0, 256)  # greedy, lm-eval's 256
+    agg = srv.log("agg")[0]
+    assert agg["stop"] == ["Question:", "</s>", "<|im_end|>"]  # the task's `until`
 
     target = tmp_path / "gsm_outputs.json"
     assert main(["eval", "export", str(out), "--format", "alpaca_eval", "--out", str(target)]) == 0
@@ -366,6 +387,8 @@ def test_mt_bench_with_the_embedded_model_as_answerer_and_judge(tmp_path, capsys
     args = [
         "eval",
         "mt-bench",
+        "--generation",
+        "spec",  # the preset's 128 tokens: 1024 on a busy CPU takes minutes
         "--preset",
         "local",
         "--judge",

@@ -37,6 +37,8 @@ import numpy as np
 
 V1 = "length_controlled_v1"
 MINIMAL = "length_controlled_minimal"
+MIN_PROMPTS = 5
+"""``GroupKFold(n_splits=5)`` needs at least 5 prompts."""
 GAMED_WEIGHT = 0.2 / 2
 """``regularize_to_baseline_lambda`` 0.2, divided by 2 as there are two gamed baselines."""
 
@@ -227,8 +229,12 @@ def lc_win_rate(
     """The LC win rate of AlpacaEval-format annotations (``preference``, ``output_1`` the
     baseline's, ``output_2`` ours, ``index`` the prompt's position), with ``variant``
     naming the GLM and whose code computed it."""
-    if len(annotations) < 2:
-        return {"lc_win_rate": float("nan"), "lc_standard_error": float("nan"), "variant": "-"}
+    if len(annotations) < MIN_PROMPTS:
+        return {
+            "lc_win_rate": float("nan"),
+            "lc_standard_error": float("nan"),
+            "variant": f"none: the GLM's 5-fold cross-validation needs {MIN_PROMPTS}+ prompts",
+        }
     glm = V1 if gamed_path else MINIMAL
     why = "" if gamed_path else " (no df_gamed.csv: no instruction-difficulty term)"
     if prefer_official and (got := official(annotations, glm, gamed_path)) is not None:
