@@ -12,8 +12,14 @@ import pytest
 from langgraph_moa.errors import MoAError
 from langgraph_moa.eval import data, length_control, summary
 from langgraph_moa.eval.export import alpaca_eval, fastchat
-from langgraph_moa.eval.gsm8k import FLEXIBLE, TASKS, exact_match, grade, regex_filter
-from langgraph_moa.eval.gsm8k import prompts as gsm8k_prompts
+from langgraph_moa.eval.gsm8k import (
+    FLEXIBLE,
+    TASKS,
+    exact_match,
+    grade,
+    prompts as gsm8k_prompts,
+    regex_filter,
+)
 from langgraph_moa.eval.judge import judge_spec, parse_rating, parse_verdict
 from langgraph_moa.eval.mt_bench import judge_prompt_name, judge_user_prompt
 from langgraph_moa.eval.pairwise import combine, win_rate

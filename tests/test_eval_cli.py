@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from langgraph_moa.cli import main
-from langgraph_moa.eval.store import read_results
+from langgraph_moa.eval.store import read_all, read_results
+from langgraph_moa.eval.summary import summarize
 from langgraph_moa.testing import Behavior, OpenAIServer
 
 FAST = {"jitter": False, "initial_interval": 0.02, "max_attempts": 2}
@@ -411,3 +412,27 @@ def test_mt_bench_with_the_embedded_model_as_answerer_and_judge(tmp_path, capsys
     assert [j["turn"] for j in rec["judgments"]] == [1, 2]
     assert all(j["score"] == -1 or 1 <= j["score"] <= 10 for j in rec["judgments"])
     assert (tmp_path / "model_answer" / "local.jsonl").exists()
+
+
+def test_calls_repeated_by_a_resume_are_counted(tmp_path, srv, capsys) -> None:
+    """An answer that failed is asked again on resume: the first attempt's calls were paid
+    for, so they stay in the totals (journaled as they were made) and are reported."""
+    srv.set_behavior("agg", Behavior(always_status=500))
+    srv.set_behavior("judge", Behavior(content="[[8]]"))
+    out = tmp_path / "mt.jsonl"
+    args = ["eval", "mt-bench", "--spec", _spec(tmp_path, srv, retry={**FAST, "max_attempts": 1})]
+    args += [*_judge(srv), "-q", "--question-ids", "81", "--output", str(out)]
+    assert main(args) == 1
+    capsys.readouterr()
+    first = len(srv.log("p1")) + len(srv.log("p2")) + len(srv.log("agg"))
+    srv.set_behavior("agg", Behavior(content="Fine."))
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    header, records, journal = read_all(out)
+    s = summarize(header, records, journal)
+    paid = len(srv.log("p1")) + len(srv.log("p2")) + len(srv.log("agg")) + len(srv.log("judge"))
+    assert s["repeated"]["calls"] == 2  # the failed attempt's two proposers (tokens, cost)
+    assert s["repeated"]["cost_usd"] > 0 and first == 3
+    assert s["all_calls"]["calls"] == s["moa"]["calls"] + 2 + s["repeated"]["calls"]
+    assert s["all_calls"]["calls"] <= paid and first >= 2
+    assert f"repeated by resume    {s['repeated']['calls']} calls" in printed
