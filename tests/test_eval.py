@@ -149,14 +149,23 @@ def test_gsm8k_prompts_are_lm_evals_5_shot_and_cot() -> None:
     test = [{"question": "q0?", "answer": "#### 1"}, {"question": "q1?", "answer": "#### 2"}]
     rnd = random.Random(1234)  # lm-eval's fewshot seed, one sampler for the whole split
     expected = [rnd.sample(train, 5) for _ in test]
-    got = gsm8k_prompts("gsm8k", test, train)
-    for prompt, shots, row in zip(got, expected, test, strict=True):
+    single = gsm8k_prompts("gsm8k", test, train, single_turn=True)
+    multi = gsm8k_prompts("gsm8k", test, train)
+    for one, turns, shots, row in zip(single, multi, expected, test, strict=True):
         body = "".join(f"Question: {s['question']}\nAnswer: {s['answer']}\n\n" for s in shots)
-        assert prompt == f"{body}Question: {row['question']}\nAnswer:"
-    assert got[0] != got[1]  # the sampler's state runs on from one question to the next
-    cot = gsm8k_prompts("gsm8k_cot", test, None)
-    assert cot[0].startswith("Q: There are 15 trees in the grove.")
-    assert cot[0].count("\nA: ") == 8 and cot[0].endswith("Q: q0?\nA:")
+        assert one == [("user", f"{body}Question: {row['question']}\nAnswer:")]
+        assert turns == [m for s in shots for m in pairs_of(s)] + [
+            ("user", f"Question: {row['question']}\nAnswer:")
+        ]
+    assert single[0] != single[1]  # the sampler's state runs on from one question to the next
+    (cot,) = gsm8k_prompts("gsm8k_cot", test[:1], None, single_turn=True)
+    assert cot[0][1].startswith("Q: There are 15 trees in the grove.")
+    assert cot[0][1].count("\nA: ") == 8 and cot[0][1].endswith("Q: q0?\nA:")
+    assert len(gsm8k_prompts("gsm8k_cot", test[:1], None)[0]) == 17  # 8 x (user, assistant) + 1
+
+
+def pairs_of(shot: dict) -> list[tuple[str, str]]:
+    return [("user", f"Question: {shot['question']}\nAnswer:"), ("assistant", shot["answer"])]
 
 
 def test_mt_bench_prompt_choice_and_formatting_follow_fastchat() -> None:

@@ -345,12 +345,14 @@ def test_gsm8k_and_compare(tmp_path, srv, capsys) -> None:
     ]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "lm-evaluation-harness gsm8k" in printed
+    assert "lm-evaluation-harness gsm8k, few-shot multi-turn" in printed
     assert "strict accuracy %     50.0" in printed
     assert "flexible accuracy %   50.0" in printed
     asked = [r for r in srv.log("p1") if "2+2?" in r["messages"][-1]["content"]][0]
-    prompt = asked["messages"][-1]["content"]  # lm-eval's 5-shot prompt, one user message
-    assert prompt.count("Question: ") == 6 and prompt.endswith("Question: 2+2?\nAnswer:")
+    # lm-eval's chat rendering: 5 (user, assistant) example turns, then the question
+    roles = [m["role"] for m in asked["messages"] if m["role"] != "system"]
+    assert roles == ["user", "assistant"] * 5 + ["user"]
+    assert asked["messages"][-1]["content"] == "Question: 2+2?\nAnswer:"
     assert (asked["temperature"], asked["max_tokens"]) == (0.0, 256)  # greedy, lm-eval's 256
     agg = srv.log("agg")[0]
     assert agg["stop"] == ["Question:", "</s>", "<|im_end|>"]  # the task's `until`

@@ -62,6 +62,12 @@ def add_parser(sub: Any) -> None:
         default="gsm8k",
         help="lm-eval task: gsm8k (5-shot from --train) or gsm8k_cot (8 fixed CoT exemplars)",
     )
+    gs.add_argument(
+        "--fewshot-single-turn",
+        action="store_true",
+        help="the examples and the question in one user message (lm-eval's"
+        " --fewshot_as_multiturn false); default: one user/assistant turn per example",
+    )
     gs.add_argument("--limit", type=int, help="only the first N problems")
 
     cmp = cmds.add_parser("compare", help="table and score-vs-cost PNG across result files")
@@ -256,7 +262,7 @@ async def _gsm8k(args: argparse.Namespace) -> Path:
     if args.task == "gsm8k" and not args.train:
         raise MoAError("--train: gsm8k draws its 5-shot examples from the train split")
     train = data.gsm8k(args.train) if args.task == "gsm8k" else None
-    every_prompt = prompts(args.task, every_row, train)
+    every_prompt = prompts(args.task, every_row, train, args.fewshot_single_turn)
     prompt_of = {
         data.fingerprint(r["question"]): p for r, p in zip(every_row, every_prompt, strict=True)
     }
@@ -268,8 +274,8 @@ async def _gsm8k(args: argparse.Namespace) -> Path:
         spec,
         None,
         data_id=[every_row, every_prompt],
-        settings={"task": args.task},
-        extra={"task": args.task},
+        settings={"task": args.task, "single_turn": args.fewshot_single_turn},
+        extra={"task": args.task, "fewshot_single_turn": args.fewshot_single_turn},
     )
     graph = create_moa(spec, cache=graph_cache(spec))
 

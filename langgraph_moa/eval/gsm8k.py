@@ -1,11 +1,12 @@
 """GSM8K exactly as lm-evaluation-harness 0.4.x scores it (tasks ``gsm8k`` and ``gsm8k_cot``,
 ``lm_eval/tasks/gsm8k/*.yaml``), with the MoA graph as the chat model:
 
-- prompt (``gsm8k``): 5 examples of the train split, then the question, as one user message
-  (lm-eval's chat-template rendering without ``--fewshot_as_multiturn``)::
-
-      Question: <train q>\\nAnswer: <train answer with '#### N'>\\n\\n ... Question: <q>\\nAnswer:
-
+- prompt (``gsm8k``): 5 examples of the train split, then the question. As lm-eval renders
+  it for a chat model (``--apply_chat_template``, whose default since 0.4.9 is
+  ``--fewshot_as_multiturn``): one user turn ``Question: <q>\\nAnswer:`` and one assistant
+  turn ``<answer, with its '#### N'>`` per example, then the user turn of the question.
+  ``single_turn`` collapses them into one user message instead (``--fewshot_as_multiturn
+  false``): ``Question: <q>\\nAnswer: <a>\\n\\n ... Question: <q>\\nAnswer:``;
   the examples drawn as lm-eval draws them: one ``random.Random(1234)`` (its default
   ``fewshot_random_seed``) shared by the test questions in order, ``rnd.sample(train, 5)``
   each; so the first N questions get the same examples as ``lm_eval --limit N``;
@@ -66,20 +67,39 @@ def cot_exemplars() -> list[dict[str, str]]:
     return rows
 
 
-def prompts(task: str, test: list[dict[str, Any]], train: list[dict[str, Any]] | None) -> list[str]:
-    """The user message for each test question, in order (the sampler's state runs on)."""
+Conversation = list[tuple[str, str]]
+
+
+def prompts(
+    task: str,
+    test: list[dict[str, Any]],
+    train: list[dict[str, Any]] | None,
+    single_turn: bool = False,
+) -> list[Conversation]:
+    """The messages for each test question, in order (the sampler's state runs on)."""
     if task == "gsm8k_cot":
-        cot = "".join(f"Q: {s['question']}\nA: {s['target']}\n\n" for s in cot_exemplars())
-        return [f"{cot}Q: {row['question']}\nA:" for row in test]
+        cot = [(f"Q: {s['question']}\nA:", s["target"]) for s in cot_exemplars()]
+        return [_render(cot, f"Q: {row['question']}\nA:", single_turn) for row in test]
     if not train:
         raise ValueError("gsm8k needs the train split for its 5-shot examples")
     rnd = random.Random(FEWSHOT_SEED)
     out = []
     for row in test:
         shots = rnd.sample(train, TASKS["gsm8k"]["num_fewshot"])
-        text = "".join(f"Question: {s['question']}\nAnswer: {s['answer']}\n\n" for s in shots)
-        out.append(f"{text}Question: {row['question']}\nAnswer:")
+        pairs = [(f"Question: {s['question']}\nAnswer:", s["answer"]) for s in shots]
+        out.append(_render(pairs, f"Question: {row['question']}\nAnswer:", single_turn))
     return out
+
+
+def _render(shots: list[tuple[str, str]], question: str, single_turn: bool) -> Conversation:
+    """lm-eval's ``fewshot_context``: user/assistant turns, or one user message joined with
+    its delimiters (``target_delimiter`` " ", ``fewshot_delimiter`` blank line)."""
+    if single_turn:
+        return [("user", "".join(f"{q} {a}\n\n" for q, a in shots) + question)]
+    turns: Conversation = []
+    for q, a in shots:
+        turns += [("user", q), ("assistant", a)]
+    return [*turns, ("user", question)]
 
 
 def target(task: str, answer: str) -> str:
@@ -124,17 +144,17 @@ def grade(answer: str, reference: str, task: str = "gsm8k") -> dict[str, Any]:
 async def run_problem(
     graph: CompiledMoA,
     row: dict[str, Any],
-    prompt: str,
+    prompt: Conversation,
     task: str = "gsm8k",
     journal: Journal | None = None,
 ) -> dict[str, Any]:
     result = await moa_answer(
-        graph, [("user", prompt)], 0.0, MAX_GEN_TOKS, journal, stop=TASKS[task]["until"]
+        graph, list(prompt), 0.0, MAX_GEN_TOKS, journal, stop=TASKS[task]["until"]
     )
     record: dict[str, Any] = {
         "question": row["question"],
         "reference": row["answer"],
-        "prompt": prompt,
+        "prompt": [list(m) for m in prompt],
         "output": result["answer"],
         "calls": result["calls"],
         "latency_s": result["latency_s"],

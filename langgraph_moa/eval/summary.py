@@ -167,6 +167,7 @@ def gsm8k(header: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, An
         "flexible_accuracy": flexible,
         "n": n,
         "task": header.get("task", "gsm8k"),
+        "fewshot": "one user message" if header.get("fewshot_single_turn") else "multi-turn",
     }
 
 
@@ -306,7 +307,7 @@ def render(summary: dict[str, Any]) -> str:
         ]
     else:
         rows += [
-            ("task", f"lm-evaluation-harness {s['task']} (exact_match)"),
+            ("task", f"lm-evaluation-harness {s['task']}, few-shot {s['fewshot']}"),
             ("strict accuracy %", _fmt(s["strict_accuracy"], 1)),
             ("flexible accuracy %", _fmt(s["flexible_accuracy"], 1)),
         ]
