@@ -292,3 +292,53 @@ def test_lm_evals_filters_and_exact_match_give_our_gsm8k_grades(task) -> None:
     assert not grade("#### $18", REFERENCES[0])["strict_correct"]
     assert not grade("18.00", REFERENCES[0])["flexible_correct"]
     assert grade("1,000", REFERENCES[1])["flexible_correct"]
+
+
+@pytest.mark.parametrize("task", ["gsm8k", "gsm8k_cot"])
+def test_our_gsm8k_prompts_are_lm_evals_fewshot_context(tmp_path, task, monkeypatch) -> None:
+    """lm-eval's own task (its YAML, its sampler seeded as ``lm_eval`` seeds it) built on
+    local JSONL files renders the same messages as ours, for every test question in order,
+    as multi-turn chat (its default with --apply_chat_template) and as one message."""
+    import importlib.resources
+
+    import yaml
+    from lm_eval.api.task import ConfigurableTask
+
+    from langgraph_moa.eval.gsm8k import prompts
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    train = [
+        {"question": f"Q{i}: {i}+1?", "answer": f"{i}+1={i + 1}\n#### {i + 1}"} for i in range(40)
+    ]
+    test = [{"question": f"What is {i}*2?", "answer": f"{i}*2=\n#### {2 * i}"} for i in range(7)]
+    for name, rows in (("train", train), ("test", test)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    folder = importlib.resources.files("lm_eval").joinpath("tasks").joinpath("gsm8k")
+    config = yaml.safe_load(folder.joinpath(f"{task.replace('_', '-')}.yaml").read_text())
+    config.pop("dataset_name")
+    config["dataset_path"] = "json"
+    files = {"test": str(tmp_path / "test.jsonl")}
+    if task == "gsm8k":
+        files["train"] = str(tmp_path / "train.jsonl")
+    config["dataset_kwargs"] = {"data_files": files, "cache_dir": str(tmp_path / "cache")}
+    lm_task = ConfigurableTask(config=config)
+
+    def render(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return json.dumps(messages)
+
+    for multiturn in (True, False):
+        lm_task.set_fewshot_seed(1234)  # lm_eval's default --fewshot_random_seed
+        theirs = [
+            json.loads(
+                lm_task.fewshot_context(
+                    doc,
+                    lm_task.config.num_fewshot,
+                    apply_chat_template=True,
+                    fewshot_as_multiturn=multiturn,
+                    chat_template=render,
+                )
+            )
+            for doc in lm_task.test_docs()
+        ]
+        ours = prompts(task, test, train, single_turn=not multiturn)
+        assert [[(m["role"], m["content"]) for m in conv] for conv in theirs] == ours
