@@ -438,3 +438,44 @@ def test_calls_repeated_by_a_resume_are_counted(tmp_path, srv, capsys) -> None:
     assert s["all_calls"]["calls"] == s["moa"]["calls"] + 2 + s["repeated"]["calls"]
     assert s["all_calls"]["calls"] <= paid and first >= 2
     assert f"repeated by resume    {s['repeated']['calls']} calls" in printed
+
+
+@pytest.mark.slow
+def test_calls_in_flight_at_a_kill_are_counted_after_the_resume(tmp_path, srv, capsys) -> None:
+    """kill -9 while the aggregator is answering: the proposers' calls were journaled as
+    they finished, so after the resume (which asks them again) they are in the totals, as
+    repeated, instead of missing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    srv.set_behavior("agg", Behavior(hang=True))
+    srv.set_behavior("judge", Behavior(content="[[6]]"))
+    out = tmp_path / "mt.jsonl"
+    args = ["eval", "mt-bench", "--spec", _spec(tmp_path, srv), *_judge(srv), "-q"]
+    args += ["--question-ids", "81", "--output", str(out)]
+    code = "import sys; from langgraph_moa.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, *args])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            lines = out.read_text().splitlines() if out.exists() else []
+            if sum('"kind": "calls"' in line for line in lines) >= 2 and srv.log("agg"):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the proposers' calls were never journaled")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    srv.set_behavior("agg", Behavior(content="Done."))
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    header, records, journal = read_all(out)
+    s = summarize(header, records, journal)
+    assert len(srv.log("p1")) == 3  # 1 before the kill, 2 turns after it
+    assert s["moa"]["calls"] == 6 and s["repeated"]["calls"] == 2
+    assert s["all_calls"]["calls"] == 6 + 2 + 2  # answers, judge, the killed attempt's
+    assert "repeated by resume    2 calls" in printed
