@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 from langgraph_moa.graphs.names import ANSWER_NODES
 from langgraph_moa.redact import scrub
 
-EVAL_EXTRA = frozenset({"numpy", "tqdm", "matplotlib"})
+EVAL_EXTRA = frozenset({"numpy", "tqdm", "matplotlib", "sklearn"})
 """What ``moa eval`` needs beyond the core (``pip install "langgraph-moa[eval]"``)."""
 
 

@@ -121,7 +121,6 @@ async def run_question(
     if previous and len(previous.get("turns") or []) == len(question["turns"]):
         for key in ("turns", "calls", "latency_s"):
             record[key] = previous[key]
-        record["reused_calls"] = len(previous["calls"])
         kept = {j["turn"]: j for j in previous.get("judgments", []) if not j.get("error")}
         calls = previous.get("judge_calls", [])
         record["judge_calls"] = [c for c in calls if c.get("turn") in kept]
