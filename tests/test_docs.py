@@ -1,7 +1,8 @@
 """The documentation site tells the truth: its examples run, its specs load, its generated
 reference covers the code, and the README stays the short page that points into it.
 
-* (slow) Every ```python block right after a ``<!-- test -->`` line in ``docs/**/*.md`` runs in a fresh
+* (slow) Every ```python block right after a ``<!-- test -->`` line in ``docs/**/*.md``, and
+  every one of the README, runs in a fresh
   interpreter against the project's OpenAI-compatible test server: both hosted providers'
   base URLs point at it (``OPENAI_API_BASE``, ``TOGETHER_API_BASE``, dummy keys), and
   ``http://127.0.0.1:8000/v1`` (the guides' "your own server") is replaced by its address.
@@ -64,7 +65,16 @@ def _examples() -> list[Any]:
     return found
 
 
-EXAMPLES = _examples()
+def _readme_examples() -> list[Any]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.M | re.S)
+    return [
+        pytest.param(f"README.md#{i}", code, {}, id=f"README.md#{i}")
+        for i, code in enumerate(blocks, 1)
+    ]
+
+
+EXAMPLES = _examples() + _readme_examples()
 
 
 def test_the_guides_have_tested_examples() -> None:
@@ -128,7 +138,14 @@ def _hooks() -> ModuleType:
 
 
 def test_spec_reference_lists_every_field_with_its_bounds() -> None:
-    from langgraph_moa.graphs.spec import EarlyStopSpec, MoASpec, ModelSpec, Price, RankSpec, RetrySpec
+    from langgraph_moa.graphs.spec import (
+        EarlyStopSpec,
+        MoASpec,
+        ModelSpec,
+        Price,
+        RankSpec,
+        RetrySpec,
+    )
 
     hooks = _hooks()
     text = hooks.spec_reference()

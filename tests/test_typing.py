@@ -155,7 +155,9 @@ def test_wheel_install_is_typed_complete_and_answers(tmp_path: Path) -> None:
     assert wheel.name == f"langgraph_moa-{version}-py3-none-any.whl"
     with tarfile.open(sdist) as tar:  # what a source install starts from
         members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
-    assert {"README.md", "pyproject.toml", "graphs/spec.py", "prompts/aggregate.txt"} <= members
+    package = "src/langgraph_moa"  # the links into graphs/, nodes/, prompts/ become files
+    assert {"README.md", "CHANGELOG.md", "pyproject.toml"} <= members
+    assert {f"{package}/graphs/spec.py", f"{package}/prompts/aggregate.txt"} <= members
     names = zipfile.ZipFile(wheel).namelist()
     assert "langgraph_moa/py.typed" in names
     assert "langgraph_moa/graphs/spec.py" in names and "langgraph_moa/nodes/layer.py" in names
