@@ -53,6 +53,19 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def _type_cell(annotation: Any) -> str:
+    """The type for a table cell: each alternative in its own code span, because a ``|``
+    inside a code span in a Markdown table stays escaped (``\\|``) when rendered."""
+    parts = [p.strip() for p in _type_name(annotation).split(" | ")]
+    merged: list[str] = []  # a union inside brackets (list[int | None]) stays one part
+    for part in parts:
+        if merged and merged[-1].count("[") > merged[-1].count("]"):
+            merged[-1] += f" | {part}"
+        else:
+            merged.append(part)
+    return " \\| ".join(f"`{part}`" for part in merged)
+
+
 def _bounds(metadata: Iterable[Any]) -> str:
     """``ge=0, le=2`` style constraints as ``0 ≤ x ≤ 2`` / ``at most 16 items``."""
     low = high = ""
@@ -94,9 +107,9 @@ def model_table(model: type[Any]) -> str:
     rows = ["| field | type | default | bounds | description |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
         rows.append(
-            "| `{}` | `{}` | {} | {} | {} |".format(
+            "| `{}` | {} | {} | {} | {} |".format(
                 name,
-                _cell(_type_name(field.annotation)),
+                _type_cell(field.annotation),
                 _default(field),
                 _bounds(field.metadata),
                 _cell(field.description or ""),
@@ -150,7 +163,7 @@ def context_reference() -> str:
     for f in dataclasses.fields(Context):
         default = "`None`" if f.default is None else f"`{f.default!r}`"
         rows.append(
-            f"| `{f.name}` | `{_cell(_type_name(hints[f.name]))}` | {default}"
+            f"| `{f.name}` | {_type_cell(hints[f.name])} | {default}"
             f" | {_cell(f.metadata.get('description', ''))} |"
         )
     return "\n".join([_doc(Context), "", *rows])
@@ -188,7 +201,7 @@ def _option_row(action: argparse.Action) -> str | None:
         details.append(f"default `{action.default}`")
     if isinstance(action, argparse._AppendAction):
         details.append("repeatable")
-    if action.required:
+    if action.required and action.nargs not in ("*", "?"):
         details.append("required")
     text = (action.help or "").replace("%(default)s", str(action.default))
     return f"| `{flags}` | {_cell(text)} | {'; '.join(details)} |"
