@@ -226,3 +226,17 @@ def test_readme_commands_are_the_documented_ones() -> None:
     assert install in text and "./scripts/test" in text
     assert install in (DOCS / "getting-started.md").read_text(encoding="utf-8")
     assert "./scripts/test" in (DOCS / "development.md").read_text(encoding="utf-8")
+
+
+def test_every_progress_event_is_documented() -> None:
+    """Event kinds written anywhere in the graph's code have a row in the events reference."""
+    pattern = re.compile(r'(?:"event": |emit\(\s*runtime,\s*)"([a-z_]+)"')
+    kinds = {
+        kind
+        for folder in ("nodes", "graphs")
+        for source in (ROOT / folder).glob("*.py")
+        for kind in pattern.findall(source.read_text(encoding="utf-8"))
+    }
+    assert {"layer_started", "call_started", "call_finished", "layer_ranked"} <= kinds
+    page = (DOCS / "reference/events.md").read_text(encoding="utf-8")
+    assert {k for k in kinds if f"| `{k}` |" not in page} == set()
