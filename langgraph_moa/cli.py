@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Mixture-of-Agents on LangGraph. `moa QUESTION` runs the embedded local "
         "preset offline; `moa presets` lists presets; `moa graph` prints the Mermaid diagram.",
     )
+    p.add_argument("--version", "-V", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command")
     run = sub.add_parser("run", help="answer a question (the default command)")
     run.add_argument("question", nargs="*", help="the question (omit with --thread to resume)")
@@ -76,6 +77,16 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--db", default=None, help="SQLite file of the conversations (as --thread)")
     ui.add_argument("--no-browser", action="store_true", help="serve without opening a browser")
     return p
+
+
+def version() -> str:
+    """The installed distribution's version: ``version`` in pyproject.toml is its one source."""
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+
+    try:
+        return dist_version("langgraph-moa")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -295,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         "cache",
         "-h",
         "--help",
+        "-V",
+        "--version",
     }
     if argv and argv[0] not in commands:
         argv.insert(0, "run")

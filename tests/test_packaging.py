@@ -97,3 +97,17 @@ def test_the_core_install_runs_moa_without_any_extra(tmp_path: Path) -> None:
         out = core_moa(*args)
         assert out.returncode != 0 and f'pip install "langgraph-moa{extra}"' in out.stderr, out
         assert "Traceback" not in out.stderr, out.stderr
+
+
+def test_moa_version_is_the_installed_distribution_s() -> None:
+    """One source: pyproject's ``version``, read back through the installed metadata."""
+    from importlib.metadata import version
+
+    for flag in ("--version", "-V"):
+        out = core_moa(flag)
+        assert out.returncode == 0 and out.stdout.strip() == f"moa {version('langgraph-moa')}"
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+        assert version("langgraph-moa") == declared

@@ -1,9 +1,10 @@
 """Users' type checkers see our types: after an editable install (this venv) and after a
 normal wheel install, mypy resolves ``langgraph_moa`` and its ``graphs``/``nodes``/``prompts``
 subpackages to real, annotated code (``py.typed``), never to ``Any`` or "module not found".
-The wheel, built from the files a fresh clone has, also ships every module and data file of
-the package and answers the README's first question (the tests otherwise run on an editable
-install, which sees the source tree whatever pyproject lists).
+The release check: ``python -m build`` makes the sdist from the files a fresh clone has and the
+wheel from that sdist, ``twine check`` passes both, and the wheel ships every module and data
+file of the package, prints its version and answers the README's first question (the tests
+otherwise run on an editable install, which sees the source tree whatever pyproject lists).
 
 The contributors' side (``mypy`` over the package itself, zero errors) runs in
 ``scripts/test``.
@@ -12,10 +13,12 @@ The contributors' side (``mypy`` over the package itself, zero errors) runs in
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import textwrap
 import venv
 import zipfile
@@ -88,6 +91,13 @@ def test_user_mypy_sees_types_after_editable_install(tmp_path: Path) -> None:
     _assert_typed(_mypy(sys.executable, tmp_path))
 
 
+def _pyproject_version() -> str:
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    match = re.search(r'^version = "([^"]+)"$', text, re.M)
+    assert match, "pyproject.toml has no version"
+    return match[1]
+
+
 def _copy(tmp_path: Path) -> str:
     """The project's files as a fresh clone has them (tracked and new, links kept), without
     this checkout's build/ and *.egg-info: setuptools ships whatever an old SOURCES.txt lists,
@@ -111,26 +121,43 @@ def _copy(tmp_path: Path) -> str:
     return str(copy)
 
 
+def _release(tmp_path: Path) -> tuple[Path, Path]:
+    """The release check: ``python -m build`` makes the sdist and, from the sdist, the wheel
+    (so a file missing from the sdist is missing from the wheel, and the tests below see it);
+    ``twine check`` validates both as PyPI would (metadata, the README as long description).
+    No isolation: the build backend comes from this venv, not from the network."""
+    dist = tmp_path / "dist"
+    built = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), _copy(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (sdist,) = dist.glob("langgraph_moa-*.tar.gz")
+    (wheel,) = dist.glob("langgraph_moa-*.whl")
+    checked = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", str(sdist), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.count("PASSED") == 2, checked.stdout
+    return sdist, wheel
+
+
 @pytest.mark.slow
 def test_wheel_install_is_typed_complete_and_answers(tmp_path: Path) -> None:
-    wheels = tmp_path / "wheels"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "-w",
-            str(wheels),
-            _copy(tmp_path),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (wheel,) = wheels.glob("langgraph_moa-*.whl")
+    sdist, wheel = _release(tmp_path)
+    version = _pyproject_version()
+    assert sdist.name == f"langgraph_moa-{version}.tar.gz"
+    assert wheel.name == f"langgraph_moa-{version}-py3-none-any.whl"
+    with tarfile.open(sdist) as tar:  # what a source install starts from
+        members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
+    package = "src/langgraph_moa"  # the links into graphs/, nodes/, prompts/ become files
+    assert {"README.md", "CHANGELOG.md", "pyproject.toml"} <= members
+    assert {f"{package}/graphs/spec.py", f"{package}/prompts/aggregate.txt"} <= members
     names = zipfile.ZipFile(wheel).namelist()
     assert "langgraph_moa/py.typed" in names
     assert "langgraph_moa/graphs/spec.py" in names and "langgraph_moa/nodes/layer.py" in names
@@ -171,6 +198,10 @@ def test_wheel_install_is_typed_complete_and_answers(tmp_path: Path) -> None:
         for f in files
     }
     assert tree - set(names) == set(), "not in the wheel"
+    shown = subprocess.run(
+        [python, "-m", "langgraph_moa.cli", "--version"], capture_output=True, text=True
+    )
+    assert shown.stdout.strip() == f"moa {version}", shown
     for args in (["serve", "--help"], ["What is Mixture-of-Agents?"]):  # README's "Try it"
         moa = subprocess.run(
             [python, "-m", "langgraph_moa.cli", *args],
