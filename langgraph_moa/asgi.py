@@ -105,16 +105,21 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
+def _no_constant(name: str) -> Any:
+    """``NaN``/``Infinity`` are not JSON (and an error echoing one could not be rendered)."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def check_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> None:
     """Refuse a body that is not JSON, or nests deeper than ``max_depth`` (400)."""
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_constant=_no_constant)
     except RecursionError:
         raise Refused(
             400, f"the JSON body nests deeper than {max_depth} levels", "invalid_json"
         ) from None
     except (ValueError, UnicodeDecodeError) as exc:
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).split(":")[0]
         raise Refused(
             400, f"the request body is not valid JSON ({reason})", "invalid_json"
         ) from None
