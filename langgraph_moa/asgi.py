@@ -150,6 +150,47 @@ def _same_origin(origin: str, host: str) -> bool:
     return normalize_origin(origin) == normalize_origin(f"{parts.scheme}://{host}")
 
 
+def check_site(headers: dict[str, str], allowed_origins: Collection[str]) -> None:
+    """Refuse (403) a browser request from a page of another origin than the server's own
+    and those allowed (normalized; ``*`` allows any)."""
+    origin = headers.get("origin")
+    if origin is None:
+        return  # not a browser (browsers always send Origin with a POST)
+    if "*" in allowed_origins or normalize_origin(origin) in allowed_origins:
+        return
+    if _same_origin(origin, headers.get("host", "")):
+        return
+    raise Refused(
+        403,
+        "cross-origin request refused (the server's operator can allow an origin with"
+        " --allow-origin)",
+        "forbidden_origin",
+    )
+
+
+class OriginGuard:
+    """Only the ``Origin`` rule, on every write request (``POST/PUT/PATCH/DELETE``) of an app
+    whose routes are not ours: the LangGraph server (``graphs/http_app.py``). Its CORS
+    settings stop a foreign page from *reading* an answer; this stops the run itself (a
+    ``text/plain`` POST needs no preflight, so CORS alone lets it run)."""
+
+    def __init__(self, app: ASGIApp, *, allowed_origins: Collection[str] = ()) -> None:
+        self.app = app
+        self.allowed_origins = frozenset(
+            o if o == "*" else normalize_origin(o) for o in allowed_origins
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in WRITE_METHODS:
+            try:
+                check_site(_headers(scope), self.allowed_origins)
+            except Refused as exc:
+                body = {"detail": exc.message, "error": {"message": exc.message, "code": exc.code}}
+                await send_json(send, exc.status, body)
+                return
+        await self.app(scope, receive, send)
+
+
 class RequestGuard:
     """The ASGI middleware (see the module docstring). ``allowed_origins``: origins besides
     the server's own whose pages may call the JSON routes (``--allow-origin``)."""
@@ -201,7 +242,7 @@ class RequestGuard:
         headers = _headers(scope)
         json_route = is_json_route(method, path)
         if json_route:
-            self._check_site(headers)
+            check_site(headers, self.allowed_origins)
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body_bytes:
             raise Refused(413, self._too_large(), "body_too_large")
@@ -228,21 +269,6 @@ class RequestGuard:
 
     def _too_large(self) -> str:
         return f"request body over {self.max_body_bytes} bytes"
-
-    def _check_site(self, headers: dict[str, str]) -> None:
-        origin = headers.get("origin")
-        if origin is None:
-            return  # not a browser (browsers always send Origin with a POST)
-        if normalize_origin(origin) in self.allowed_origins:
-            return
-        if _same_origin(origin, headers.get("host", "")):
-            return
-        raise Refused(
-            403,
-            "cross-origin request refused (the server's operator can allow an origin with"
-            " --allow-origin)",
-            "forbidden_origin",
-        )
 
     async def _read_body(self, receive: Receive) -> bytes:
         """The whole body, refused as soon as it passes the limit or the deadline."""
