@@ -10,6 +10,7 @@ must (not) have happened. The server's own log must never hold a traceback or a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import json
 import os
@@ -69,7 +70,9 @@ def upstream() -> Iterator[OpenAIServer]:
 class MoaServe:
     """``moa serve`` as a subprocess; its stdout and stderr go to ``log``."""
 
-    def __init__(self, folder: Path, upstream: OpenAIServer, *args: str) -> None:
+    def __init__(
+        self, folder: Path, upstream: OpenAIServer, *args: str, command: str = "serve"
+    ) -> None:
         url = upstream.base_url
         specs = {
             "tiny": {"layers": [[_model(url, "a")]], "aggregator": _model(url, "agg")},
@@ -94,8 +97,11 @@ class MoaServe:
             ODD_VAR: ODD_KEY,
             "PYTHONUNBUFFERED": "1",
         }
-        cmd = [sys.executable, "-m", "langgraph_moa.cli", "serve", *files]
-        cmd += ["--port", str(self.port), "--max-concurrent", str(MAX_RUNS)]
+        cmd = [sys.executable, "-m", "langgraph_moa.cli", command, *files, "--port", str(self.port)]
+        if command == "serve":
+            cmd += ["--max-concurrent", str(MAX_RUNS)]
+        else:
+            cmd += ["--no-browser", "--db", str(folder / "ui.sqlite")]
         cmd += ["--read-timeout", str(READ_TIMEOUT), "--allow-origin", ALLOWED, *args]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -110,7 +116,7 @@ class MoaServe:
 
     def healthy(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+            return httpx.get(f"{self.url}/ui/api/specs", timeout=5).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -549,6 +555,48 @@ def test_a_key_the_upstream_echoes_is_scrubbed_in_every_form(
         assert form not in text
     for tail in ("odd#pass", "%7ee1^x", "1^x"):
         assert tail not in text
+
+
+# --------------------------------------------------------------------------- moa ui
+
+
+@pytest.mark.slow
+def test_moa_ui_has_the_same_guard(
+    tmp_path_factory: pytest.TempPathFactory, upstream: OpenAIServer
+) -> None:
+    """``moa ui`` (its own app, no /v1): bodies bounded while read, no cross-site runs, slow
+    headers cut."""
+    ui = MoaServe(tmp_path_factory.mktemp("moa-ui"), upstream, command="ui")
+    try:
+        sock = _connect(ui)
+        sock.sendall(_head(ui, "/ui/api/runs", "Transfer-Encoding: chunked\r\n"))
+        with contextlib.suppress(OSError):
+            for _ in range(64):
+                sock.sendall(b"10000\r\n" + b"x" * 0x10000 + b"\r\n")
+        status, _, body = _read_response(sock)
+        assert status == 413 and json.loads(body)["detail"].startswith("request body over")
+        sock.close()
+        run = {"spec": "tiny", "question": "ui-canary"}
+        for headers, code in (
+            ({"origin": "http://evil.example"}, 403),
+            ({"content-type": "text/plain"}, 415),
+        ):
+            sent = {"content-type": "application/json", **headers}
+            response = httpx.post(f"{ui.url}/ui/api/runs", content=json.dumps(run), headers=sent)
+            assert response.status_code == code, response.text
+        response = httpx.post(
+            f"{ui.url}/ui/api/runs", json=run, headers={"origin": ALLOWED}, timeout=30
+        )
+        assert response.status_code == 200 and "event: done" in response.text
+        assert len(upstream_calls(upstream, "ui-canary")) == 2  # the allowed run only
+        slow = _connect(ui)
+        slow.sendall(b"GET / HTTP/1.1\r\n")
+        time.sleep(READ_TIMEOUT + 1)
+        assert _closed(slow)
+        slow.close()
+    finally:
+        ui.stop()
+    assert "Traceback" not in ui.log_text()
 
 
 # --------------------------------------------------------------------------- fuzzing
