@@ -50,6 +50,8 @@ MAX_JSON_DEPTH = 64
 MAX_CONCURRENT_RUNS = 64
 RETRY_AFTER_S = 1
 
+UNREAD_BODY = frozenset({403, 408, 413})
+"""Refusals sent before the body was read whole: the connection is closed after them."""
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 RUN_ROUTES = frozenset({("POST", "/v1/chat/completions"), ("POST", "/ui/api/runs")})
 
@@ -221,8 +223,11 @@ class RequestGuard:
         try:
             body = await self._admit(scope, receive)
         except Refused as exc:
+            headers = dict(exc.headers)
+            if exc.status in UNREAD_BODY:  # do not read (or wait for) the rest of it
+                headers["connection"] = "close"
             await send_json(
-                send, exc.status, error_body(path, exc.status, exc.message, exc.code), exc.headers
+                send, exc.status, error_body(path, exc.status, exc.message, exc.code), headers
             )
             return
         except _Disconnected:  # the client went away while sending: nobody to answer
@@ -284,7 +289,6 @@ class RequestGuard:
                     408,
                     f"the request body did not arrive within {self.read_timeout:g} s",
                     "request_timeout",
-                    {"connection": "close"},
                 ) from None
             if message["type"] == "http.disconnect":
                 raise _Disconnected

@@ -241,9 +241,14 @@ def test_a_chunked_body_over_the_limit_is_refused_while_it_is_sent(
             except OSError:  # reset after the answer: read it below
                 break
     sock.setblocking(True)
-    status, _, body = _read_response(sock)
-    sock.close()
+    status, headers, body = _read_response(sock)
     assert status == 413, body
+    assert headers["connection"] == "close"  # the rest of the body is not read
+    deadline = time.monotonic() + 5
+    while not _closed(sock) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _closed(sock)
+    sock.close()
     assert "over 1048576 bytes" in json.loads(body)["error"]["message"]
     assert sent < 64 << 20, f"the server read {sent} bytes before refusing"
     assert moa.peak_rss_mb() - rss_before < 64
