@@ -673,7 +673,9 @@ def test_fuzzing_the_routes_gives_no_500_and_no_traceback(moa: MoaServe) -> None
     client = httpx.Client(base_url=moa.url, timeout=60)
     seen: set[int] = set()
 
-    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(route=routes, body=bodies, head=headers, query=st.text(max_size=20))
     def fuzz(route: tuple[str, str], body: bytes, head: dict[str, str], query: str) -> None:
         method, path = route
