@@ -496,15 +496,17 @@ def test_max_concurrent_counts_streams_and_says_why_with_retry_after(
 
     async def go() -> None:
         async with httpx.AsyncClient(base_url=moa.url, timeout=30) as http:
+            started = [asyncio.Event() for _ in range(MAX_RUNS)]
 
             async def stream(i: int) -> int:
                 body = ask(f"held-{i}", model="slow", stream=True)
                 async with http.stream("POST", "/v1/chat/completions", json=body) as r:
-                    await r.aread()
+                    async for _ in r.aiter_raw():
+                        started[i].set()  # its first chunk: the run holds its slot
                     return r.status_code
 
             held = [asyncio.create_task(stream(i)) for i in range(MAX_RUNS)]
-            await asyncio.sleep(0.7)  # both streams started, their aggregator still thinking
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 20)
             refused = [
                 await http.post("/v1/chat/completions", json=ask("busy", stream=True)),
                 await http.post("/v1/chat/completions", json=ask("busy")),
