@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -185,3 +186,51 @@ def test_scrubbing_a_large_text_is_fast() -> None:
     start = time.perf_counter()
     scrub(text, [*ODD_KEYS, *(f"key-{i:04d}-abcdefgh" for i in range(20))])
     assert time.perf_counter() - start < 2
+
+
+@pytest.mark.slow
+def test_the_cli_prints_and_stores_no_form_of_an_echoed_key(tmp_path, monkeypatch) -> None:
+    """The issue's find: ``moa --json`` and the CLI's SQLite thread held the tail of a key
+    with unusual characters that an upstream quoted back. Now neither holds any form of it."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from langgraph_moa.testing import Behavior, OpenAIServer
+
+    key = 'k3y!odd#pass%7ee1^x"q\\&<>+=/?`'
+    with OpenAIServer() as upstream:
+        upstream.set_behavior("echo", Behavior(always_status=401, echo_auth=True))
+
+        def model(name: str, **kw: Any) -> dict[str, Any]:
+            retry = {"max_attempts": 1, "jitter": False}
+            return {
+                "name": name,
+                "model": f"openai:{name}",
+                "base_url": upstream.base_url,
+                "retry": retry,
+                **kw,
+            }
+
+        spec = {
+            "layers": [[model("echo", api_key_env="UPSTREAM_ODD_VALUE"), model("a")]],
+            "aggregator": model("agg"),
+        }
+        (tmp_path / "echo.yaml").write_text(yaml.safe_dump(spec))
+        db = tmp_path / "threads.sqlite"
+        cmd = [sys.executable, "-m", "langgraph_moa.cli", "run", "--spec", "echo.yaml", "--json"]
+        cmd += ["--thread", "t1", "--db", str(db), "Is 7 prime?"]
+        env = {**__import__("os").environ, "UPSTREAM_ODD_VALUE": key}
+        out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, timeout=120)
+        assert upstream.log("echo") and upstream.log("echo")[0]["has_auth"]
+    text = out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
+    assert out.returncode == 0, text
+    assert "401" in text and REDACTED in text  # the failure is reported, scrubbed
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("threads.sqlite*"))
+    assert stored
+    for form in written_forms(key):
+        assert form not in text
+        assert form.encode() not in stored
+    for tail in ("odd#pass", "%7ee1^x"):
+        assert tail not in text and tail.encode() not in stored
