@@ -24,9 +24,16 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from langgraph_moa.asgi import READ_TIMEOUT
 
 
-class GuardedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+class HeaderDeadline:
+    """The deadline, for any of uvicorn's HTTP/1.1 protocols (``httptools``, ``h11``): both
+    keep the request in progress as ``self.cycle`` (replaced when a request's headers are
+    complete) and have ``loop`` and ``transport``."""
+
     header_timeout: float = READ_TIMEOUT
     max_header_bytes: int = 64 * 1024
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -35,22 +42,22 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
         self._header_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
         if not self._reading_headers():
-            super().data_received(data)
+            super().data_received(data)  # type: ignore[misc]
             return
         if self.cycle is not self._armed_for or self._header_timer is None:
             self._arm()
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
         if self.cycle is self._armed_for:  # these bytes did not complete the headers
             self._header_bytes += len(data)
             if self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
@@ -73,3 +80,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
         expired = self.cycle is self._armed_for and self._reading_headers()
         if expired and not self.transport.is_closing():
             self.transport.close()
+
+
+class GuardedHTTPProtocol(HeaderDeadline, AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's preferred protocol (httptools if installed, else h11) with the deadline."""

@@ -305,6 +305,56 @@ def test_slow_loris_headers_are_cut_at_the_read_timeout(moa: MoaServe) -> None:
         sock.close()
 
 
+@pytest.mark.parametrize("kind", ["h11", "httptools"])
+def test_the_header_deadline_holds_on_both_of_uvicorns_protocols(kind: str) -> None:
+    """``pip install 'langgraph-moa[serve]'`` gets h11 (httptools comes with other
+    packages): the deadline and the header size cap must hold on either."""
+    import uvicorn
+
+    from langgraph_moa.http_protocol import HeaderDeadline
+
+    if kind == "h11":
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+    else:
+        pytest.importorskip("httptools")
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+
+    protocol = type("Protocol", (HeaderDeadline, base), {"header_timeout": 0.5})
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, http=protocol, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        big = socket.create_connection(("127.0.0.1", port))
+        with contextlib.suppress(OSError):
+            big.sendall(b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"y" * 70_000 + b"\r\n")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for _ in range(3):  # a keep-alive client past the deadline is served
+                assert client.get("/").text == "ok"
+                time.sleep(0.3)
+        time.sleep(0.5)
+        assert _closed(slow) and _closed(big)
+        slow.close()
+        big.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 def test_a_slow_body_is_answered_408_at_the_read_timeout(moa: MoaServe) -> None:
     sock = _connect(moa)
     sock.sendall(_head(moa, "/v1/chat/completions", "Content-Length: 1000\r\n") + b'{"mo')
