@@ -37,6 +37,8 @@ from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from langgraph_moa.errors import MoAError
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -144,6 +146,24 @@ def normalize_origin(origin: str) -> str:
     return f"{parts.scheme}://{netloc}"
 
 
+def allowed_origin_set(origins: Collection[str], *, wildcard: bool = False) -> frozenset[str]:
+    """The operator's origins, normalized; a value that is not ``scheme://host[:port]`` is a
+    ``MoAError`` naming it (a typo must not silently allow nothing, or everything)."""
+    out = set()
+    for origin in origins:
+        if wildcard and origin == "*":
+            out.add(origin)
+            continue
+        parts = urlsplit(origin.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            raise MoAError(
+                f"--allow-origin {origin!r}: not an origin (scheme://host[:port], e.g."
+                " https://app.example.com)"
+            )
+        out.add(normalize_origin(origin))
+    return frozenset(out)
+
+
 def _same_origin(origin: str, host: str) -> bool:
     """Whether ``origin`` names the host (and port) the request was sent to."""
     parts = urlsplit(origin)
@@ -178,9 +198,7 @@ class OriginGuard:
 
     def __init__(self, app: ASGIApp, *, allowed_origins: Collection[str] = ()) -> None:
         self.app = app
-        self.allowed_origins = frozenset(
-            o if o == "*" else normalize_origin(o) for o in allowed_origins
-        )
+        self.allowed_origins = allowed_origin_set(allowed_origins, wildcard=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in WRITE_METHODS:
@@ -210,7 +228,7 @@ class RequestGuard:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
-        self.allowed_origins = frozenset(normalize_origin(o) for o in allowed_origins)
+        self.allowed_origins = allowed_origin_set(allowed_origins)
         self.max_concurrent_runs = max_concurrent_runs
         self.max_json_depth = max_json_depth
         self.runs = 0

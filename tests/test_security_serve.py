@@ -744,3 +744,49 @@ def test_fuzzing_the_routes_gives_no_500_and_no_traceback(moa: MoaServe) -> None
     log = moa.log_text()
     assert "Traceback" not in log, log[-3000:]
     assert moa.healthy()
+
+
+# --------------------------------------------------------------------------- origin rules
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "ok"),
+    [
+        ("http://127.0.0.1:8000", "127.0.0.1:8000", True),
+        ("http://LOCALHOST:8000", "localhost:8000", True),
+        ("http://[::1]:8000", "[::1]:8000", True),
+        ("https://moa.example.com", "moa.example.com", True),  # 443 is the default port
+        ("https://moa.example.com:443", "moa.example.com", True),
+        ("http://127.0.0.1:8001", "127.0.0.1:8000", False),  # another port is another site
+        ("https://127.0.0.1:8000", "127.0.0.1:8000", True),  # behind a TLS proxy
+        ("http://127.0.0.1.evil.example:8000", "127.0.0.1:8000", False),
+        ("null", "127.0.0.1:8000", False),
+        ("file://", "127.0.0.1:8000", False),
+        ("http://allowed.example:5555", "127.0.0.1:8000", True),
+        ("http://allowed.example", "127.0.0.1:8000", False),
+    ],
+)
+def test_which_origins_pass(origin: str, host: str, ok: bool) -> None:
+    from langgraph_moa.asgi import Refused, allowed_origin_set, check_site
+
+    allowed = allowed_origin_set([ALLOWED])
+    try:
+        check_site({"origin": origin, "host": host}, allowed)
+        passed = True
+    except Refused as exc:
+        assert exc.status == 403
+        passed = False
+    assert passed == ok
+
+
+@pytest.mark.parametrize("bad", ["evil.example", "http://x/path", "ftp://x", "*", ""])
+def test_a_mistyped_allow_origin_fails_at_startup(bad: str) -> None:
+    from langgraph_moa.errors import MoAError
+    from langgraph_moa.graphs.spec import parse_spec
+    from langgraph_moa.web import create_ui_app
+
+    spec = parse_spec(
+        {"layers": [[{"model": "local:smollm2"}]], "aggregator": {"model": "local:x"}}
+    )
+    with pytest.raises(MoAError, match="--allow-origin"):
+        create_ui_app({"s": spec}, db_path="unused.sqlite", allowed_origins=[bad])

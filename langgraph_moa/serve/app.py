@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 
-from langgraph_moa.asgi import READ_TIMEOUT, RequestGuard
+from langgraph_moa.asgi import READ_TIMEOUT, RequestGuard, allowed_origin_set
 from langgraph_moa.cache import graph_cache
 from langgraph_moa.errors import (
     InvalidInputError,
@@ -138,7 +138,7 @@ def create_app(
         RequestGuard,
         max_body_bytes=limits.max_body_bytes,
         read_timeout=limits.read_timeout,
-        allowed_origins=allowed_origins,
+        allowed_origins=allowed_origin_set(allowed_origins),  # checked now, not at 1st request
         max_concurrent_runs=limits.max_concurrent_runs,
     )
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from langchain_core.language_models import BaseChatModel
 
-from langgraph_moa.asgi import READ_TIMEOUT, RequestGuard
+from langgraph_moa.asgi import READ_TIMEOUT, RequestGuard, allowed_origin_set
 from langgraph_moa.graphs.spec import MoASpec, load_preset, load_spec, preset_names
 from langgraph_moa.web import LOOPBACK
 from langgraph_moa.web.router import ui_router
@@ -61,7 +61,8 @@ def create_ui_app(
 
     app = FastAPI(title="langgraph-moa UI", lifespan=lifespan)
     app.include_router(ui_router(specs, db_path=db_path, chat_models=chat_models))
-    app.add_middleware(RequestGuard, allowed_origins=allowed_origins, read_timeout=read_timeout)
+    origins = allowed_origin_set(allowed_origins)  # a typo fails here, not at the 1st request
+    app.add_middleware(RequestGuard, allowed_origins=origins, read_timeout=read_timeout)
     if allowed_hosts is not None:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
