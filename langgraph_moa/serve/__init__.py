@@ -58,6 +58,13 @@ def add_parser(sub: Any) -> None:
     add_transport_args(p)
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text}: seconds from 0 (excluded) to 3600")
+    return value
+
+
 def add_transport_args(p: Any) -> None:
     """Options of the transport guard, shared by ``moa serve`` and ``moa ui``."""
     p.add_argument(
@@ -69,7 +76,7 @@ def add_transport_args(p: Any) -> None:
     )
     p.add_argument(
         "--read-timeout",
-        type=float,
+        type=_seconds,
         default=READ_TIMEOUT,
         metavar="SECONDS",
         help="time a client has to send a request's headers, then its body (default %(default)g)",
