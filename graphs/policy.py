@@ -14,7 +14,11 @@ Rules, and why:
   ``MOA_TRUST_RUN_SPECS=1``), and then only within these rules:
 
   - provider and ``provider:model`` in the allowed sets (``providers=``, ``models=`` as
-    fnmatch patterns; default: any known provider and model);
+    fnmatch patterns); by default only the providers with a fixed public endpoint and a
+    known key variable (``RUN_SPEC_PROVIDERS``) and ``local``: a gateway provider
+    (``langsmith:``, ``azure_openai:``, ``bedrock:``...) spends the server's credentials on
+    whatever its gateway serves, so it needs a ``models=`` pattern naming the provider
+    (``MOA_RUN_MODELS=langsmith:*``) or ``providers=``;
   - no ``api_key_env``: a client must never choose which server variable is sent where;
   - no ``base_url`` unless it matches one of the operator's ``base_urls`` patterns (and then
     the model gets no server key: a model with a ``base_url`` reads none);
@@ -70,6 +74,7 @@ from langgraph_moa.graphs.state import (
 from langgraph_moa.models.providers import (
     DEFAULT_KEY_ENV,
     OPENAI_COMPATIBLE,
+    RUN_SPEC_PROVIDERS,
     SAMPLING_PARAMS,
     URL_PARAMS,
 )
@@ -168,7 +173,8 @@ class RunPolicy:
     trust_specs: bool = False
     """Accept whole specs from clients (within the rules below)."""
     providers: Collection[str] | None = None
-    """Providers a client spec may use (None: any known provider)."""
+    """Providers a client spec may use (None: ``RUN_SPEC_PROVIDERS``, plus any provider a
+    ``models`` pattern names literally)."""
     models: Collection[str] | None = None
     """fnmatch patterns of ``provider:model`` a client spec may use (None: any)."""
     base_urls: Collection[str] = ()
@@ -352,6 +358,17 @@ class RunPolicy:
         ):
             # Not the variable's name: a client must not learn which variables exist.
             raise SpecError(f"{path}.model: provider {model.provider!r} is not available")
+        if (
+            self.providers is None
+            and model.provider not in RUN_SPEC_PROVIDERS
+            and not any(p.partition(":")[0] == model.provider for p in self.models or ())
+        ):
+            # Gateways (langsmith:, azure_openai:...) spend the server's keys on whatever
+            # their gateway serves: only when the operator names the provider.
+            raise SpecError(
+                f"{path}.model: provider {model.provider!r} is not allowed here unless the"
+                f" server's operator names it (e.g. {model.provider}:*)"
+            )
 
     def _check_param(self, key: str, value: Any, path: str) -> None:
         lim = self.limits

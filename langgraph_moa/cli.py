@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     from langgraph_moa.eval.cli import add_parser as add_eval
 
     add_eval(sub)
-    from langgraph_moa.serve import add_parser as add_serve
+    from langgraph_moa.serve import add_parser as add_serve, add_transport_args
 
     add_serve(sub)
     ui = sub.add_parser("ui", help="open the web UI in the browser (serving it if needed)")
@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--spec", action="append", help="offer this spec file too (repeatable)")
     ui.add_argument("--db", default=None, help="SQLite file of the conversations (as --thread)")
     ui.add_argument("--no-browser", action="store_true", help="serve without opening a browser")
+    add_transport_args(ui)
     return p
 
 

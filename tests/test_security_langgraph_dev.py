@@ -314,3 +314,80 @@ async def test_a_key_an_upstream_echoes_is_never_stored_or_shown(
     assert "401" in text  # ...the failure is reported...
     assert CANARIES["SECRET_CANARY"] not in text  # ...without the key it echoed
     assert CANARIES["SECRET_CANARY"] not in canary_server.log_text()
+
+
+# ------------------------------------------------------------- cross-site (langgraph.json http)
+
+STUDIO = "https://smith.langchain.com"
+PREFLIGHT = {
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "content-type",
+}
+TEXT, JSON = {"Content-Type": "text/plain"}, {"Content-Type": "application/json"}
+
+
+def _raw(server: DevServer, method: str, path: str, body: Any = None, **headers: str) -> Any:
+    """One request with exactly these headers (urllib: no client adds an Origin)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(server.url + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, dict(resp.headers), resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read().decode()
+
+
+def _allow_origin(headers: dict[str, str]) -> str | None:
+    return {k.lower(): v for k, v in headers.items()}.get("access-control-allow-origin")
+
+
+def test_a_foreign_page_can_neither_start_a_run_nor_read_one(canary_server, echo_upstream):
+    """The issue's attack: a web page's text/plain POST to /runs/wait (no CORS preflight
+    needed). ``http.app`` refuses it before any run (so no upstream call), and ``http.cors``
+    gives a foreign origin no Access-Control-Allow-Origin, so nothing could be read anyway."""
+    before = len(echo_upstream.log())
+    run = {"assistant_id": "moa", "input": QUESTION, "context": {"preset": "echo"}}
+    for origin in ("http://evil.example", "null", "http://127.0.0.1:1"):
+        status, headers, body = _raw(
+            canary_server,
+            "POST",
+            "/runs/wait",
+            run,
+            Origin=origin,
+            **{"Content-Type": "text/plain"},
+        )
+        assert status == 403, body
+        assert _allow_origin(headers) is None
+        pre, pre_headers, _ = _raw(
+            canary_server,
+            "OPTIONS",
+            "/runs/wait",
+            Origin=origin,
+            **{
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        assert _allow_origin(pre_headers) is None, (origin, pre, pre_headers)
+    assert len(echo_upstream.log()) == before  # no run reached a model
+
+
+def test_studio_and_non_browser_clients_still_work(canary_server):
+    pre, headers, _ = _raw(
+        canary_server,
+        "OPTIONS",
+        "/assistants/search",
+        Origin=STUDIO,
+        **{
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert pre == 200 and _allow_origin(headers) == STUDIO
+    ctype = {"Content-Type": "application/json"}
+    status, headers, body = _raw(
+        canary_server, "POST", "/assistants/search", {}, Origin=STUDIO, **ctype
+    )
+    assert status == 200 and _allow_origin(headers) == STUDIO, body
+    status, _, body = _raw(canary_server, "POST", "/assistants/search", {}, **JSON)  # the SDK
+    assert status == 200 and "moa" in body

@@ -185,3 +185,17 @@ def test_from_env(monkeypatch, tmp_path):
     assert policy.resolve({}).aggregator.model == "openai:gpt-4o"
     monkeypatch.setenv("MOA_TRUST_RUN_SPECS", "yes")  # only "1" opts in
     assert not RunPolicy.from_env().trust_specs
+
+
+@pytest.mark.parametrize("model", ["langsmith:gpt-4o", "azure_openai:gpt-4o", "bedrock:claude"])
+def test_gateway_providers_only_when_the_operator_names_them(model):
+    """Issue 20: a gateway provider (LangSmith's, Azure's, a cloud account's) spends the
+    server's credentials on whatever the gateway serves; MOA_RUN_MODELS=* is not enough."""
+    provider = model.split(":")[0]
+    refused(TRUSTED, {"spec": spec(m(model=model))}, rf"provider '{provider}' is not allowed")
+    anything = RunPolicy(trust_specs=True, models=["*"])
+    refused(anything, {"spec": spec(m(model=model))}, "unless the server's operator names it")
+    named = RunPolicy(trust_specs=True, models=[f"{provider}:*", "openai:*"])
+    assert named.resolve({"spec": spec(m(model=model))}).layers[0][0].model == model
+    chosen = RunPolicy(trust_specs=True, providers={provider, "openai"})
+    assert chosen.resolve({"spec": spec(m(model=model))})

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from langgraph_moa.graphs.spec import ModelSpec
 from langgraph_moa.models.providers import LOCAL_PROVIDER, OPENAI_COMPATIBLE
+from langgraph_moa.redact import register_key_env
 
 NO_KEY = "not-needed"
 """Placeholder key for keyless OpenAI-compatible servers (llama.cpp server, vLLM, Ollama)."""
@@ -47,6 +48,7 @@ def _api_key(spec: ModelSpec) -> SecretStr | None:
     var = spec.key_env
     if var is None:
         return SecretStr(NO_KEY) if spec.base_url else None
+    register_key_env(var)  # from now on its value is scrubbed from every error text
     value = os.environ.get(var)
     if not value:
         from langgraph_moa.errors import MissingAPIKeyError

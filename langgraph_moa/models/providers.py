@@ -23,6 +23,12 @@ DEFAULT_KEY_ENV: dict[str, str] = {
 }
 """The variable a provider's key is read from when ``api_key_env`` is not set."""
 
+RUN_SPEC_PROVIDERS: frozenset[str] = frozenset(DEFAULT_KEY_ENV) | {LOCAL_PROVIDER}
+"""Providers a client's run spec may use unless the operator names others (the run-spec
+policy): a fixed public endpoint and one known key variable each, or the embedded model.
+Gateways (``langsmith``, ``azure_openai``, ``bedrock``, ``google_vertexai``...) reach
+whatever their gateway or cloud account serves with the server's ambient credentials."""
+
 OPENAI_COMPATIBLE: frozenset[str] = frozenset({"openai", "together", "langsmith"})
 """Providers whose LangChain class is ``ChatOpenAI``-based: they take ``base_url`` and an
 ``http_async_client``, so they share one aiohttp pool per base URL."""

@@ -14,6 +14,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+from langgraph_moa.asgi import READ_TIMEOUT
 from langgraph_moa.web import LOOPBACK, load_web_stack
 
 if TYPE_CHECKING:
@@ -54,6 +55,32 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--db", help="SQLite file of the web UI's conversations")
     p.add_argument("--no-ui", action="store_true", help="do not serve the web page at /")
+    add_transport_args(p)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text}: seconds from 0 (excluded) to 3600")
+    return value
+
+
+def add_transport_args(p: Any) -> None:
+    """Options of the transport guard, shared by ``moa serve`` and ``moa ui``."""
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="URL",
+        help="let web pages of this origin call the API (repeatable; default: none but the"
+        " server's own)",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=_seconds,
+        default=READ_TIMEOUT,
+        metavar="SECONDS",
+        help="time a client has to send a request's headers, then its body (default %(default)g)",
+    )
 
 
 def _specs(config: dict[str, Any]) -> dict[str, Any]:
@@ -73,10 +100,18 @@ def app_from_env() -> Any:
     """The app of one uvicorn worker, from the configuration ``main`` put in the environment."""
     config = json.loads(os.environ[CONFIG_ENV])
     app = _app()
+    read_timeout = config.get("read_timeout") or READ_TIMEOUT
+    from langgraph_moa.http_protocol import GuardedHTTPProtocol
+
+    GuardedHTTPProtocol.header_timeout = read_timeout  # this worker's connections
     return app.create_app(
         _specs(config),
         api_key_env=config.get("api_key_env"),
-        limits=app.Limits(max_concurrent_runs=config.get("max_concurrent") or MAX_CONCURRENT_RUNS),
+        limits=app.Limits(
+            max_concurrent_runs=config.get("max_concurrent") or MAX_CONCURRENT_RUNS,
+            read_timeout=read_timeout,
+        ),
+        allowed_origins=config.get("allow_origin") or (),
         db_path=config.get("db"),
         include_ui=not config.get("no_ui"),
         allowed_hosts=config.get("allowed_hosts"),
@@ -94,14 +129,19 @@ def main(args: argparse.Namespace) -> int:
         "max_concurrent": args.max_concurrent,
         "db": args.db,
         "no_ui": args.no_ui,
+        "allow_origin": args.allow_origin,
+        "read_timeout": args.read_timeout,
         # On a loopback address only loopback Host names (no DNS rebinding); elsewhere any.
         "allowed_hosts": LOOPBACK if args.host in LOOPBACK else None,
     }
     os.environ[CONFIG_ENV] = json.dumps(config)
     app_from_env()  # fail here, once, with a clear error (bad spec, unset token variable)
+    from langgraph_moa.http_protocol import GuardedHTTPProtocol
+
     uvicorn.run(
         "langgraph_moa.serve:app_from_env",
         factory=True,
+        http=GuardedHTTPProtocol,  # slow-loris headers time out
         host=args.host,
         port=args.port,
         workers=args.workers,

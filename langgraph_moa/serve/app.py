@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 
+from langgraph_moa.asgi import READ_TIMEOUT, RequestGuard, allowed_origin_set
 from langgraph_moa.cache import graph_cache
 from langgraph_moa.errors import (
     InvalidInputError,
@@ -42,7 +43,7 @@ from langgraph_moa.graphs.names import ANSWER_NODES
 from langgraph_moa.graphs.policy import MAX_OVERRIDE_TOKENS, RunLimits, RunPolicy
 from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.state import Context, answer_message, finish_reason
-from langgraph_moa.redact import scrub
+from langgraph_moa.redact import register_key_env, scrub
 from langgraph_moa.serve import MAX_CONCURRENT_RUNS, openai_api as oa
 from langgraph_moa.tuning import tune_gc
 
@@ -57,6 +58,7 @@ class Limits:
     max_messages: int = 256
     max_tokens: int = MAX_OVERRIDE_TOKENS  # the run-spec policy's cap, as on the LangGraph server
     max_concurrent_runs: int = MAX_CONCURRENT_RUNS
+    read_timeout: float = READ_TIMEOUT  # seconds for the headers, then for the whole body
 
 
 def _error(exc: oa.APIError) -> JSONResponse:
@@ -92,6 +94,7 @@ def create_app(
     db_path: str | os.PathLike[str] | None = None,
     include_ui: bool = True,
     allowed_hosts: Sequence[str] | None = None,
+    allowed_origins: Sequence[str] = (),
     chat_models: Mapping[str, BaseChatModel] | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``specs`` (model name -> spec).
@@ -101,10 +104,13 @@ def create_app(
     ``db_path``: the SQLite file of the UI's conversations (default: the CLI's thread store).
     ``allowed_hosts`` refuses requests naming another ``Host`` (``moa serve`` on a loopback
     address allows only loopback names, so a DNS-rebinding web page cannot spend its keys).
+    ``allowed_origins``: web origins besides the server's own whose pages may call the JSON
+    routes (``--allow-origin``; every other ``Origin`` is refused).
     """
     limits = limits or Limits()
     token = None
     if api_key_env:
+        register_key_env(api_key_env)  # the clients' token is a secret too
         token = os.environ.get(api_key_env)
         if not token:
             raise SpecError(f"--api-key-env {api_key_env}: the variable is not set")
@@ -126,21 +132,26 @@ def create_app(
         await aclose_clients()
 
     app = FastAPI(title="langgraph-moa", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # Innermost middleware (after auth): bodies bounded while read, no cross-site runs, well-
+    # formed JSON, --max-concurrent for every kind of run (see langgraph_moa.asgi).
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=limits.max_body_bytes,
+        read_timeout=limits.read_timeout,
+        allowed_origins=allowed_origin_set(allowed_origins),  # checked now, not at 1st request
+        max_concurrent_runs=limits.max_concurrent_runs,
+    )
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
         path = request.url.path
-        if path.startswith("/v1") or path.startswith("/ui/api"):
-            if token is not None:
-                sent = request.headers.get("authorization", "")
-                expected = f"Bearer {token}"
-                if not hmac.compare_digest(sent.encode(), expected.encode()):
-                    return _error(
-                        oa.APIError(401, "missing or wrong bearer token", code="invalid_api_key")
-                    )
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-                return _error(oa.APIError(413, f"request body over {limits.max_body_bytes} bytes"))
+        if (path.startswith("/v1") or path.startswith("/ui/api")) and token is not None:
+            sent = request.headers.get("authorization", "")
+            expected = f"Bearer {token}"
+            if not hmac.compare_digest(sent.encode(), expected.encode()):
+                return _error(
+                    oa.APIError(401, "missing or wrong bearer token", code="invalid_api_key")
+                )
         response: Response = await call_next(request)
         return response
 
@@ -160,9 +171,7 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        raw = await request.body()
-        if len(raw) > limits.max_body_bytes:
-            return _error(oa.APIError(413, f"request body over {limits.max_body_bytes} bytes"))
+        raw = await request.body()  # bounded, and valid JSON, by RequestGuard
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -194,15 +203,6 @@ def create_app(
             return _error(exc)
         except MoAError as exc:
             return _error(_map_run_error(exc))
-        if running.locked():
-            return _error(
-                oa.APIError(
-                    429,
-                    "too many runs in progress; retry shortly",
-                    etype="rate_limit_error",
-                    code="server_busy",
-                )
-            )
         include = req.moa.include if req.moa else []
         inputs: Any = {"messages": oa.conversation(req)}
         cid = oa.completion_id()

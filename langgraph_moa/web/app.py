@@ -19,6 +19,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from langchain_core.language_models import BaseChatModel
 
+from langgraph_moa.asgi import READ_TIMEOUT, RequestGuard, allowed_origin_set
 from langgraph_moa.graphs.spec import MoASpec, load_preset, load_spec, preset_names
 from langgraph_moa.web import LOOPBACK
 from langgraph_moa.web.router import ui_router
@@ -41,11 +42,15 @@ def create_ui_app(
     db_path: str | Path,
     chat_models: Mapping[str, BaseChatModel] | None = None,
     allowed_hosts: Sequence[str] | None = None,
+    allowed_origins: Sequence[str] = (),
+    read_timeout: float = READ_TIMEOUT,
 ) -> FastAPI:
     """A FastAPI app serving only the UI (``ui_router``); HTTP pools close on shutdown.
 
     ``allowed_hosts`` refuses requests naming another ``Host`` (``moa ui`` on a loopback
-    address allows only loopback names, so a DNS-rebinding page cannot drive it)."""
+    address allows only loopback names, so a DNS-rebinding page cannot drive it).
+    ``RequestGuard`` bounds bodies and refuses cross-site calls (``allowed_origins`` besides
+    the page's own)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,6 +61,8 @@ def create_ui_app(
 
     app = FastAPI(title="langgraph-moa UI", lifespan=lifespan)
     app.include_router(ui_router(specs, db_path=db_path, chat_models=chat_models))
+    origins = allowed_origin_set(allowed_origins)  # a typo fails here, not at the 1st request
+    app.add_middleware(RequestGuard, allowed_origins=origins, read_timeout=read_timeout)
     if allowed_hosts is not None:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -88,8 +95,15 @@ def run_ui(args: argparse.Namespace, db_path: Path) -> int:
         default_specs(args.spec or ()),
         db_path=db_path,
         allowed_hosts=LOOPBACK if loopback else None,
+        allowed_origins=args.allow_origin or (),
+        read_timeout=args.read_timeout,
     )
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    from langgraph_moa.http_protocol import GuardedHTTPProtocol
+
+    GuardedHTTPProtocol.header_timeout = args.read_timeout
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="warning", http=GuardedHTTPProtocol
+    )
     server = uvicorn.Server(config)
     if not args.no_browser:
 
