@@ -44,6 +44,11 @@ from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.state import Context, answer_message, finish_reason
 from langgraph_moa.redact import scrub
 from langgraph_moa.serve import MAX_CONCURRENT_RUNS, openai_api as oa
+from langgraph_moa.serve.disconnect import (
+    ClientGone,
+    stream_unless_disconnected,
+    unless_disconnected,
+)
 from langgraph_moa.tuning import tune_gc
 
 log = logging.getLogger("langgraph_moa.serve")
@@ -59,14 +64,31 @@ class Limits:
     max_concurrent_runs: int = MAX_CONCURRENT_RUNS
 
 
+CLIENT_GONE = 499
+"""Status logged for a request whose client left before its answer (nginx's convention);
+nobody reads it."""
+
+
+NO_RETRY = {"x-should-retry": "false"}
+"""On an error after model calls were paid for: the openai SDKs (and others that honour it)
+do not replay the whole mixture (their default max_retries=2 would triple the cost)."""
+RETRY_AFTER_S = 1
+"""``Retry-After`` of a busy 429: a slot frees as soon as any run ends."""
+
+
 def _error(exc: oa.APIError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 def _map_run_error(exc: BaseException) -> oa.APIError:
     """What a failed run means to an OpenAI client (and never a traceback)."""
     if isinstance(exc, MissingAPIKeyError):  # the operator's problem: don't name variables
-        return oa.APIError(503, "this model is not configured on the server", etype="server_error")
+        return oa.APIError(
+            503,
+            "this model is not configured on the server",
+            etype="server_error",
+            headers=NO_RETRY,  # a retry cannot fix it
+        )
     if isinstance(exc, (InvalidInputError, SpecError)):
         return oa.APIError(400, scrub(str(exc)))
     if isinstance(exc, (LayerFailedError, ModelCallError)):
@@ -76,12 +98,16 @@ def _map_run_error(exc: BaseException) -> oa.APIError:
             what = f"upstream model {exc.model} failed"
         reason = exc.reason if isinstance(exc, ModelCallError) else str(exc)
         return oa.APIError(
-            502, f"{what}: {scrub(reason)}"[:1000], etype="upstream_error", code="upstream_failed"
+            502,
+            f"{what}: {scrub(reason)}"[:1000],
+            etype="upstream_error",
+            code="upstream_failed",
+            headers=NO_RETRY,  # the mixture already retried each call; a replay pays again
         )
     if isinstance(exc, MoAError):
         return oa.APIError(400, scrub(str(exc)))
     log.error("run failed: %s: %s", type(exc).__name__, scrub(str(exc)))
-    return oa.APIError(500, "internal error", etype="server_error")
+    return oa.APIError(500, "internal error", etype="server_error", headers=NO_RETRY)
 
 
 def create_app(
@@ -201,6 +227,7 @@ def create_app(
                     "too many runs in progress; retry shortly",
                     etype="rate_limit_error",
                     code="server_busy",
+                    headers={"Retry-After": str(RETRY_AFTER_S)},
                 )
             )
         include = req.moa.include if req.moa else []
@@ -209,13 +236,18 @@ def create_app(
         if not req.stream:
             async with running:
                 try:
-                    out = await graph.ainvoke(inputs, context=context)
+                    out = await unless_disconnected(request, graph.ainvoke(inputs, context=context))
+                except ClientGone:
+                    return Response(status_code=CLIENT_GONE)
                 except Exception as exc:
                     return _error(_map_run_error(exc))
             return JSONResponse(oa.completion(cid, req.model, out, include))
         with_usage = bool((req.stream_options or {}).get("include_usage"))
         return StreamingResponse(
-            _stream(graph, inputs, context, cid, req.model, with_usage, include, running),
+            stream_unless_disconnected(
+                request,
+                _stream(graph, inputs, context, cid, req.model, with_usage, include, running),
+            ),
             media_type="text/event-stream",
         )
 

@@ -55,6 +55,7 @@ class APIError(Exception):
         etype: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.etype, self.param, self.code = (
@@ -64,6 +65,7 @@ class APIError(Exception):
             param,
             code,
         )
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {
