@@ -1,11 +1,14 @@
 """A client that leaves ends its run: ``moa serve`` cancels the mixture and abandons every
 in-flight upstream request at once (the fake upstream logs them ``cancelled``), for plain and
-streamed requests, with the official ``openai`` client timing out as a real caller would.
+streamed requests, with the official ``openai`` client (its request task cancelled, as an
+app's own timeout does, once the slow proposer is working).
 Also: a failed mixture is not replayed by the client's retries (``x-should-retry: false``),
 and a busy server's 429 says when to come back (``Retry-After``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -73,18 +76,33 @@ def _ended(upstream: Any, model: str, within: float = 5.0) -> dict[str, Any]:
         time.sleep(0.05)
 
 
-def _leave_while_proposing(url: str, stream: bool, after: float = 1.0) -> float:
-    """Ask the slow mixture and give up after ``after`` s; return when the client left."""
-    client = _client(url, timeout=after)
-    with pytest.raises(openai.APITimeoutError):
-        if stream:
-            for _ in client.chat.completions.create(
-                model="slow-mix", messages=QUESTION, stream=True
-            ):
-                pass
-        else:
-            client.chat.completions.create(model="slow-mix", messages=QUESTION)
-    return time.time()
+def _leave_while_proposing(url: str, stream: bool, upstream: Any) -> float:
+    """Ask the slow mixture, give up once its slow proposer is working (the asyncio task
+    of the request is cancelled, as an app's timeout does); return when the client left."""
+
+    async def ask() -> None:
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused") as client:
+            if stream:
+                chunks = await client.chat.completions.create(
+                    model="slow-mix", messages=QUESTION, stream=True
+                )
+                async for _ in chunks:
+                    pass
+            else:
+                await client.chat.completions.create(model="slow-mix", messages=QUESTION)
+
+    async def leave() -> float:
+        task = asyncio.create_task(ask())
+        deadline = time.time() + 20
+        while not upstream.log("slow") and time.time() < deadline and not task.done():
+            await asyncio.sleep(0.05)
+        assert not task.done(), task
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return time.time()
+
+    return asyncio.run(leave())
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -92,7 +110,7 @@ def test_a_client_that_leaves_cancels_its_run_and_upstream_calls(
     served: Served, upstream: OpenAIServer, stream: bool
 ) -> None:
     upstream.reset()
-    left = _leave_while_proposing(served.url, stream)
+    left = _leave_while_proposing(served.url, stream, upstream)
     slow = _ended(upstream, "slow")
     assert slow["outcome"] == "cancelled" and slow["end"] is not None
     assert slow["end"] - left < 1.5  # abandoned at once, not after its 30 s
@@ -170,7 +188,7 @@ def test_the_command_line_server_cancels_runs_of_clients_that_leave(tmp_path: Pa
         with moa_serve([path]) as url:
             for stream in (False, True):
                 upstream.reset()
-                left = _leave_while_proposing(url, stream, after=3.0)  # a cold process
+                left = _leave_while_proposing(url, stream, upstream)
                 slow = _ended(upstream, "slow")
                 assert slow["outcome"] == "cancelled" and slow["end"] - left < 1.5
                 time.sleep(0.5)
