@@ -63,6 +63,7 @@ from langgraph_moa.graphs.state import (
     check_overrides,
     finish_reason,
 )
+from langgraph_moa.models import sampling
 from langgraph_moa.nodes.tools import check_tool_support
 
 _T = TypeVar("_T")
@@ -72,9 +73,16 @@ _MODES: list[StreamMode] = ["messages", "values"]
 PROVIDER = "moa"
 """``ls_provider`` / ``model_provider`` of every ChatMoA (a mixture, not one vendor)."""
 
-_CALL_PARAMS = frozenset({"tools", "tool_choice", "response_format"})
+_SAMPLING = ("top_p", "seed", "frequency_penalty", "presence_penalty", "logit_bias")
+_SAMPLING += ("reasoning_effort",)
+"""Sampling parameters of the answer (``seed``: of every model), as ``moa serve``'s fields."""
+_CALL_PARAMS = frozenset(
+    {"tools", "tool_choice", "response_format", "temperature", "max_tokens", *_SAMPLING}
+)
 """Call-time keyword arguments a run understands (``bind_tools`` sets the tools; the answer's
-``response_format`` is OpenAI's, e.g. ``llm.bind(response_format={"type": "json_object"})``)."""
+``response_format`` is OpenAI's, e.g. ``llm.bind(response_format={"type": "json_object"})``;
+``llm.bind(top_p=0.5, seed=1)`` or ``llm.invoke(..., max_tokens=50)`` override the
+instance's parameters for those calls)."""
 _IGNORED_PARAMS = frozenset({"ls_structured_output_format"})
 """Call-time keyword arguments LangChain adds for tracing only."""
 
@@ -174,9 +182,13 @@ async def _adetached_stream(events: AsyncIterator[Any]) -> AsyncIterator[Any]:
 class ChatMoA(BaseChatModel):
     """A Mixture-of-Agents (a preset, a spec, or a spec file) as a LangChain chat model.
 
-    Standard parameters map onto the mixture: ``temperature`` / ``max_tokens`` override every
-    model of a run (``Context``), ``timeout`` is each model call's timeout, ``max_retries`` the
-    retries of each call (``RetryPolicy``), ``stop`` the final answer's stop sequences.
+    Standard parameters map onto the mixture as ``moa serve`` maps a request's fields:
+    ``temperature`` and ``seed`` reach every model; ``max_tokens``, ``top_p``, the penalties,
+    ``logit_bias``, ``reasoning_effort`` and ``stop`` the answer only (the aggregator and its
+    fallback: the references keep their spec's settings); a model whose provider cannot take
+    a setting runs without it (``response_metadata["moa"]["dropped_params"]`` says which).
+    ``timeout`` is each model call's timeout, ``max_retries`` the retries of each call
+    (``RetryPolicy``). Each may be set per call (``bind``, or keywords of ``invoke``).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
@@ -190,7 +202,19 @@ class ChatMoA(BaseChatModel):
     temperature: float | None = None
     """Every model's temperature for a run (None: each model's own)."""
     max_tokens: int | None = None
-    """Every model's max_tokens for a run (None: each model's own)."""
+    """The answer's max_tokens (None: the aggregator's own); the references keep theirs."""
+    top_p: float | None = None
+    """The answer's nucleus sampling (0-1)."""
+    seed: int | None = None
+    """Every model's sampling seed (models whose provider takes one)."""
+    frequency_penalty: float | None = None
+    """The answer's frequency penalty (-2 to 2)."""
+    presence_penalty: float | None = None
+    """The answer's presence penalty (-2 to 2)."""
+    logit_bias: dict[str, int] | None = None
+    """The answer's token biases (OpenAI-compatible answer models)."""
+    reasoning_effort: str | None = None
+    """The answer model's reasoning effort (OpenAI reasoning models)."""
     timeout: float | None = None
     """Seconds one model call may take (None: each model's own ``timeout``)."""
     max_retries: int | None = None
@@ -227,7 +251,7 @@ class ChatMoA(BaseChatModel):
                     )
             spec = parse_spec(spec.model_dump(mode="json"), source="ChatMoA")
         check_overrides(self.temperature, self.max_tokens)
-        self._context(None, {})
+        self._context(None, {})  # every parameter checked, named, before any run
         self._spec = spec
         if not self.model_name:
             self.model_name = f"{PROVIDER}:{spec.name}"
@@ -303,15 +327,26 @@ class ChatMoA(BaseChatModel):
         unknown = sorted(set(kwargs) - _CALL_PARAMS - _IGNORED_PARAMS)
         if unknown:
             raise InvalidInputError(f"ChatMoA: unsupported call parameter {unknown[0]!r}")
-        return Context(
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
-            max_cost=self.max_cost,
-            stop=list(stop) if stop else self.stop,
-            tools=kwargs.get("tools") or None,
-            tool_choice=kwargs.get("tool_choice") if kwargs.get("tools") else None,
-            response_format=kwargs.get("response_format"),
-        )
+
+        def pick(name: str) -> Any:
+            """A call's own value, else the instance's."""
+            value = kwargs.get(name)
+            return getattr(self, name) if value is None else value
+
+        try:
+            return Context(
+                temperature=pick("temperature"),
+                answer_max_tokens=pick("max_tokens"),
+                max_cost=self.max_cost,
+                stop=list(stop) if stop else self.stop,
+                tools=kwargs.get("tools") or None,
+                tool_choice=kwargs.get("tool_choice") if kwargs.get("tools") else None,
+                response_format=kwargs.get("response_format"),
+                **{name: pick(name) for name in _SAMPLING},
+            )
+        except InvalidInputError as exc:  # named as ChatMoA's parameter
+            message = str(exc).replace("context.answer_max_tokens", "max_tokens")
+            raise InvalidInputError(message.replace("context.", "ChatMoA.")) from None
 
     @staticmethod
     def _config(
@@ -382,6 +417,8 @@ class ChatMoA(BaseChatModel):
         }
         if out.get("fallback_reason"):
             moa["fallback_reason"] = out["fallback_reason"]
+        if dropped := sampling.dropped(self._spec, self):
+            moa["dropped_params"] = dropped
         return {
             "model_name": self.model_name,
             "model_provider": PROVIDER,
