@@ -298,7 +298,10 @@ def create_app(
     async def responses(request: Request) -> Response:
         try:
             body = await json_body(request)
-            run = prepare(rs.to_chat(body))
+            try:
+                run = prepare(rs.to_chat(body))
+            except oa.APIError as exc:
+                raise rs.renamed(exc) from None
             if (refusal := busy()) is not None:
                 raise refusal
         except oa.APIError as exc:

@@ -208,6 +208,27 @@ def to_chat(body: Any) -> dict[str, Any]:
     return {k: v for k, v in chat.items() if v is not None}
 
 
+_NAMES = {
+    "max_completion_tokens": "max_output_tokens",
+    "max_tokens": "max_output_tokens",
+    "response_format": "text.format",
+    "reasoning_effort": "reasoning.effort",
+    "messages": "input",
+}
+"""Chat-completions field -> the Responses field it came from (for errors)."""
+
+
+def renamed(exc: oa.APIError) -> oa.APIError:
+    """An error about the translated chat request, naming the Responses request's fields."""
+    for chat, name in _NAMES.items():
+        if exc.param and exc.param.split(".")[0].split("[")[0] == chat:
+            exc.param = name + exc.param[len(chat) :]
+            if exc.message.startswith(chat):
+                exc.message = name + exc.message[len(chat) :]
+            break
+    return exc
+
+
 def response_id() -> str:
     return f"resp_moa{uuid.uuid4().hex[:24]}"
 
