@@ -73,8 +73,14 @@ _MODES: list[StreamMode] = ["messages", "values"]
 PROVIDER = "moa"
 """``ls_provider`` / ``model_provider`` of every ChatMoA (a mixture, not one vendor)."""
 
-_SAMPLING = ("top_p", "seed", "frequency_penalty", "presence_penalty", "logit_bias")
-_SAMPLING += ("reasoning_effort",)
+_SAMPLING = (
+    "top_p",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "reasoning_effort",
+)
 """Sampling parameters of the answer (``seed``: of every model), as ``moa serve``'s fields."""
 _CALL_PARAMS = frozenset(
     {"tools", "tool_choice", "response_format", "temperature", "max_tokens", *_SAMPLING}

@@ -190,7 +190,7 @@ def run_context(request: ChatRequest) -> Context:
         return Context(
             temperature=request.temperature,
             answer_max_tokens=request.max_completion_tokens or request.max_tokens,
-            stop=request.stop,
+            stop=[request.stop] if isinstance(request.stop, str) else request.stop,
             tools=request.tools or None,
             tool_choice=request.tool_choice if request.tools else None,
             response_format=request.response_format,

@@ -94,16 +94,15 @@ def _messages(items: Any) -> list[dict[str, Any]]:
                 )
             out.append({"role": role, "content": _text(item.get("content"), f"{where}.content")})
         elif kind == "function_call":
-            call = {
-                "id": str(item.get("call_id") or ""),
-                "type": "function",
-                "function": {
-                    "name": str(item.get("name") or ""),
-                    "arguments": str(item.get("arguments") or "{}"),
-                },
-            }
-            if not call["id"] or not call["function"]["name"]:
+            call_id, name = str(item.get("call_id") or ""), str(item.get("name") or "")
+            if not call_id or not name:
                 raise oa.APIError(400, f"{where}: needs call_id and name", param=where)
+            arguments = str(item.get("arguments") or "{}")
+            call: dict[str, Any] = {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }
             last = out[-1] if out else None
             if last is not None and last["role"] == "assistant" and "tool_calls" in last:
                 last["tool_calls"].append(call)
