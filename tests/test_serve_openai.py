@@ -208,3 +208,24 @@ def test_unknown_routes_and_methods_are_openai_shaped(
     assert r.status_code == status
     error = r.json()["error"]
     assert error["message"].startswith(message) and error["type"] == "invalid_request_error"
+
+
+async def test_the_answers_max_tokens_counts_against_max_cost(server: Any, model: Any) -> None:
+    """A request's max_tokens may raise the answer's limit: the cost guard prices it so."""
+    from langgraph_moa.errors import CostLimitError
+    from langgraph_moa.graphs.builder import create_moa
+
+    price = {"input": 1.0, "output": 1000.0}  # USD per 1M tokens: 0.001 per output token
+    spec = {
+        "layers": [[model("a", price=price, max_tokens=10)]],
+        "aggregator": model("agg", price=price, max_tokens=10),
+        "max_cost": 0.5,
+    }
+    graph = create_moa(spec)
+    question = {"messages": [("user", "Is 221 prime?")]}
+    out = await graph.ainvoke(question, context=Context(answer_max_tokens=5))
+    assert out["answer"]
+    server.reset()
+    with pytest.raises(CostLimitError, match="aggregator"):
+        await graph.ainvoke(question, context=Context(answer_max_tokens=1000))
+    assert [r["model"] for r in server.log()] == ["a"]  # stopped before the answer
