@@ -181,3 +181,36 @@ def test_what_a_stateless_server_refuses(
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["param"] == param and words in error["message"], error
+
+
+def test_a_streamed_answer_cut_at_its_limit_ends_incomplete(client: openai.OpenAI) -> None:
+    """As OpenAI: the last event is ``response.incomplete`` (the SDK's helper then has no
+    "final response": it waits for ``response.completed`` only)."""
+    with client.responses.stream(
+        model="tiny", input="Tell me a long story", max_output_tokens=2
+    ) as stream:
+        events = list(stream)
+    last = events[-1]
+    assert last.type == "response.incomplete"
+    assert last.response.status == "incomplete" and last.response.output_text == "agg says:"
+    assert last.response.incomplete_details is not None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failed_mixture(client: openai.OpenAI, upstream: OpenAIServer, stream: bool) -> None:
+    """A 502 the SDK does not replay; streamed, an ``error`` event the SDK raises."""
+    upstream.set_behavior("agg", Behavior(always_status=500))
+    try:
+        with pytest.raises(openai.APIError) as failed:
+            if stream:
+                with client.responses.stream(model="tiny", input="hi") as events:
+                    for _ in events:
+                        pass
+            else:
+                openai.OpenAI(base_url=str(client.base_url), api_key="unused").responses.create(
+                    model="tiny", input="hi"
+                )  # default max_retries
+    finally:
+        upstream.set_behavior("agg", None)
+    assert "upstream model agg failed" in str(failed.value)
+    assert [r["model"] for r in upstream.log()].count("agg") == 1  # never replayed
