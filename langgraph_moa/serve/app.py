@@ -1,13 +1,14 @@
-"""``moa serve``: every served spec as a "virtual model" behind the OpenAI chat-completions API,
-plus the web UI at ``/``.
+"""``moa serve``: every served spec as a "virtual model" behind OpenAI's Chat Completions and
+Responses APIs, plus the web UI at ``/``.
 
 One compiled graph per served spec, built once at startup; the graphs share the process's
 HTTP pools (``langgraph_moa.models.factory``). Non-streaming requests run ``ainvoke`` (every
 model call a plain request); ``stream: true`` streams the aggregator's tokens from
-``stream_mode="messages"``. Requests choose a served spec by name and may override only
-``temperature`` / ``max_tokens`` / ``stop``: they cannot change a spec's topology or
-endpoints. Errors are OpenAI-shaped, never a stack trace; secrets never appear in a response
-or a log line.
+``stream_mode="messages"``. Every run lives only as long as its client's connection
+(``disconnect.py``). Requests choose a served spec by name and may tune only the run (the
+sampling settings ``openai_api.py`` lists): they cannot change a spec's topology or
+endpoints. Errors are OpenAI-shaped, never a stack trace, and a 5xx after paid model calls
+tells the client not to replay it; secrets never appear in a response or a log line.
 """
 
 from __future__ import annotations
