@@ -388,7 +388,7 @@ class ChatMoA(BaseChatModel):
         )
         return {"callbacks": child}
 
-    def _answer(self, out: Mapping[str, Any]) -> AIMessage:
+    def _answer(self, out: Mapping[str, Any], context: Context) -> AIMessage:
         """The aggregator's message with the run's usage and what the mixture did."""
         final = answer_message(out)
         if final is None:  # e.g. a run paused for review (spec.review)
@@ -404,7 +404,9 @@ class ChatMoA(BaseChatModel):
             invalid_tool_calls=final.invalid_tool_calls,
             id=final.id,
             usage_metadata=usage,
-            response_metadata=self._metadata(final, out, calls, per_model, run_totals(calls)),
+            response_metadata=self._metadata(
+                final, out, calls, per_model, run_totals(calls), context
+            ),
         )
 
     def _metadata(
@@ -414,6 +416,7 @@ class ChatMoA(BaseChatModel):
         calls: list[Any],
         per_model: dict[str, Any],
         run_totals: dict[str, Any],
+        context: Context,
     ) -> dict[str, Any]:
         moa: dict[str, Any] = {
             "references": list(out.get("references") or []),
@@ -423,7 +426,7 @@ class ChatMoA(BaseChatModel):
         }
         if out.get("fallback_reason"):
             moa["fallback_reason"] = out["fallback_reason"]
-        if dropped := sampling.dropped(self._spec, self):
+        if dropped := sampling.dropped(self._spec, context):
             moa["dropped_params"] = dropped
         return {
             "model_name": self.model_name,
@@ -439,13 +442,14 @@ class ChatMoA(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        context = self._context(stop, kwargs)
         out: Any = _detached().run(
             self.compiled().invoke,
             _input(messages),
             config=self._config(run_manager),
-            context=self._context(stop, kwargs),
+            context=context,
         )
-        return ChatResult(generations=[ChatGeneration(message=self._answer(out))])
+        return ChatResult(generations=[ChatGeneration(message=self._answer(out, context))])
 
     async def _agenerate(
         self,
@@ -454,13 +458,14 @@ class ChatMoA(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        context = self._context(stop, kwargs)
         run = self.compiled().ainvoke(
             _input(messages),
             config=self._config(run_manager),
-            context=self._context(stop, kwargs),
+            context=context,
         )
         out: Any = await asyncio.create_task(_adetached(run))
-        return ChatResult(generations=[ChatGeneration(message=self._answer(out))])
+        return ChatResult(generations=[ChatGeneration(message=self._answer(out, context))])
 
     # ------------------------------------------------------------------ streaming
 
@@ -479,10 +484,10 @@ class ChatMoA(BaseChatModel):
             return AIMessageChunk(content=message.content, tool_call_chunks=_as_chunks(message))
         return None
 
-    def _last(self, out: Mapping[str, Any], answered: bool) -> AIMessageChunk:
+    def _last(self, out: Mapping[str, Any], answered: bool, context: Context) -> AIMessageChunk:
         """The closing chunk: the run's usage and metadata (and the answer, if no token of it
         was streamed)."""
-        final = self._answer(out)
+        final = self._answer(out, context)
         return AIMessageChunk(
             content="" if answered else final.content,
             tool_call_chunks=[] if answered else _as_chunks(final),
@@ -501,10 +506,11 @@ class ChatMoA(BaseChatModel):
         out: Any = {}
         answered = False
         detached = _detached()
+        context = self._context(stop, kwargs)
         events = self.compiled().stream(
             _input(messages),
             config=self._config(run_manager),
-            context=self._context(stop, kwargs),
+            context=context,
             stream_mode=_MODES,
         )
         try:
@@ -522,7 +528,7 @@ class ChatMoA(BaseChatModel):
             close = getattr(events, "close", None)
             if close is not None:
                 detached.run(close)
-        yield ChatGenerationChunk(message=self._last(out, answered))
+        yield ChatGenerationChunk(message=self._last(out, answered, context))
 
     async def _astream(
         self,
@@ -533,10 +539,11 @@ class ChatMoA(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         out: Any = {}
         answered = False
+        context = self._context(stop, kwargs)
         events = self.compiled().astream(
             _input(messages),
             config=self._config(run_manager),
-            context=self._context(stop, kwargs),
+            context=context,
             stream_mode=_MODES,
         )
         async for mode, data in _adetached_stream(events):
@@ -548,7 +555,7 @@ class ChatMoA(BaseChatModel):
                 if run_manager is not None:
                     await run_manager.on_llm_new_token(piece.text, chunk=chunk)
                 yield chunk
-        yield ChatGenerationChunk(message=self._last(out, answered))
+        yield ChatGenerationChunk(message=self._last(out, answered, context))
 
 
 __all__ = ["ChatMoA"]

@@ -556,5 +556,8 @@ def test_sampling_parameters_reach_the_answer_and_bind_overrides_them(
     )
     assert "reasoning_effort" not in sent["agg"]  # "agg" is no OpenAI reasoning model
     assert out.response_metadata["moa"]["dropped_params"] == {"agg": ["reasoning_effort"]}
+    plain = ChatMoA(spec=spec(model)).invoke("hi", reasoning_effort="high")  # a call's own
+    assert plain.response_metadata["moa"]["dropped_params"] == {"agg": ["reasoning_effort"]}
+    assert "dropped_params" not in ChatMoA(spec=spec(model)).invoke("hi").response_metadata["moa"]
     with pytest.raises(InvalidInputError, match=r"ChatMoA\.top_p: must be a number from 0 to 1"):
         ChatMoA(spec=spec(model), top_p=3)
