@@ -195,3 +195,21 @@ def test_the_command_line_server_cancels_runs_of_clients_that_leave(tmp_path: Pa
                 assert [r["model"] for r in upstream.log()] == ["a", "slow"]
     finally:
         upstream.close()
+
+
+def test_a_client_gone_while_sending_its_body_leaves_no_trace(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Half a body, then the connection closes: no run, no 500, no traceback."""
+    import socket
+
+    host, port = served.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model": '
+        )
+        time.sleep(0.3)
+    time.sleep(0.5)
+    assert "Traceback" not in caplog.text and "Exception in ASGI" not in caplog.text
+    assert httpx.get(f"{served.url}/health").status_code == 200

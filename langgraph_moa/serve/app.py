@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from langgraph_moa.cache import graph_cache
 from langgraph_moa.errors import (
@@ -226,7 +227,10 @@ def create_app(
         return JSONResponse(model_card(model))
 
     async def json_body(request: Request) -> Any:
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # gone while sending: nobody reads this, nothing is logged
+            raise oa.APIError(400, "the request body was not received") from None
         if len(raw) > limits.max_body_bytes:
             raise oa.APIError(413, f"request body over {limits.max_body_bytes} bytes")
         try:
