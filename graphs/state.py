@@ -261,6 +261,49 @@ class Context:
             raise InvalidInputError("context.stream_proposers: must be true or false")
         check_tools(self.tools, self.tool_choice)
         check_response_format(self.response_format)
+        check_sampling(self)
+
+    # The answer's sampling settings (moa serve's request fields, ChatMoA's parameters):
+    # the answer models (aggregator, fallbacks) get them, proposers keep their spec's own;
+    # ``seed`` goes to every model. A model whose provider cannot take one runs without it
+    # (models/sampling.py).
+    answer_max_tokens: int | None = field(
+        default=None,
+        metadata={
+            "description": "max_tokens of the answer only (the aggregator and its fallback);"
+            " the references keep their spec's limits."
+        },
+    )
+    top_p: float | None = field(
+        default=None, metadata={"description": "Nucleus sampling of the answer (0-1)."}
+    )
+    frequency_penalty: float | None = field(
+        default=None, metadata={"description": "The answer's frequency penalty (-2 to 2)."}
+    )
+    presence_penalty: float | None = field(
+        default=None, metadata={"description": "The answer's presence penalty (-2 to 2)."}
+    )
+    logit_bias: dict[str, int] | None = field(
+        default=None,
+        metadata={
+            "description": "Token id -> bias (-100 to 100) of the answer (OpenAI-compatible"
+            " answer models only)."
+        },
+    )
+    reasoning_effort: str | None = field(
+        default=None,
+        metadata={
+            "description": "The answer model's reasoning effort (none, minimal, low, medium,"
+            " high, xhigh; OpenAI reasoning models only)."
+        },
+    )
+    seed: int | None = field(
+        default=None,
+        metadata={
+            "description": "Sampling seed of every model that takes one: a reproducible answer"
+            " needs reproducible references."
+        },
+    )
 
 
 def check_overrides(temperature: object, max_tokens: object, cap: int = MAX_TOKENS) -> None:
@@ -275,6 +318,59 @@ def check_overrides(temperature: object, max_tokens: object, cap: int = MAX_TOKE
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 0 < max_tokens <= cap
     ):
         raise InvalidInputError(f"context.max_tokens: must be a whole number from 1 to {cap}")
+
+
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+MAX_LOGIT_BIAS = 1024
+"""Most tokens one run's ``logit_bias`` may bias."""
+
+
+def check_sampling(run: Any) -> None:
+    """The run's sampling settings (``Context``'s last block), each named when refused."""
+
+    def number(name: str, low: float, high: float) -> None:
+        value = getattr(run, name)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not low <= value <= high
+        ):
+            raise InvalidInputError(f"context.{name}: must be a number from {low:g} to {high:g}")
+
+    number("top_p", 0, 1)
+    number("frequency_penalty", -2, 2)
+    number("presence_penalty", -2, 2)
+    cap = run.answer_max_tokens
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise InvalidInputError("context.answer_max_tokens: must be a whole number from 1")
+    if cap is not None and cap > MAX_TOKENS:
+        raise InvalidInputError(f"context.answer_max_tokens: at most {MAX_TOKENS}")
+    seed = run.seed
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63
+    ):
+        raise InvalidInputError("context.seed: must be a whole number (64-bit)")
+    effort = run.reasoning_effort
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise InvalidInputError(f"context.reasoning_effort: one of {', '.join(REASONING_EFFORTS)}")
+    bias = run.logit_bias
+    if bias is not None:
+        if not isinstance(bias, dict) or len(bias) > MAX_LOGIT_BIAS:
+            raise InvalidInputError(
+                f"context.logit_bias: must be an object of at most {MAX_LOGIT_BIAS} token ids"
+            )
+        for token, value in bias.items():
+            if (
+                not str(token).isdigit()
+                or len(str(token)) > 10
+                or isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not -100 <= value <= 100
+            ):
+                raise InvalidInputError(
+                    f"context.logit_bias[{str(token)[:20]!r}]: a token id -> a number from"
+                    " -100 to 100"
+                )
 
 
 def answer_message(out: Mapping[str, Any]) -> AIMessage | None:

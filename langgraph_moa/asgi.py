@@ -55,7 +55,9 @@ RETRY_AFTER_S = 1
 UNREAD_BODY = frozenset({403, 408, 413})
 """Refusals sent before the body was read whole: the connection is closed after them."""
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-RUN_ROUTES = frozenset({("POST", "/v1/chat/completions"), ("POST", "/ui/api/runs")})
+RUN_ROUTES = frozenset(
+    {("POST", "/v1/chat/completions"), ("POST", "/v1/responses"), ("POST", "/ui/api/runs")}
+)
 
 
 def is_json_route(method: str, path: str) -> bool:

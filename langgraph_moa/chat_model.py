@@ -63,6 +63,7 @@ from langgraph_moa.graphs.state import (
     check_overrides,
     finish_reason,
 )
+from langgraph_moa.models import sampling
 from langgraph_moa.nodes.tools import check_tool_support
 
 _T = TypeVar("_T")
@@ -72,9 +73,22 @@ _MODES: list[StreamMode] = ["messages", "values"]
 PROVIDER = "moa"
 """``ls_provider`` / ``model_provider`` of every ChatMoA (a mixture, not one vendor)."""
 
-_CALL_PARAMS = frozenset({"tools", "tool_choice", "response_format"})
+_SAMPLING = (
+    "top_p",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "reasoning_effort",
+)
+"""Sampling parameters of the answer (``seed``: of every model), as ``moa serve``'s fields."""
+_CALL_PARAMS = frozenset(
+    {"tools", "tool_choice", "response_format", "temperature", "max_tokens", *_SAMPLING}
+)
 """Call-time keyword arguments a run understands (``bind_tools`` sets the tools; the answer's
-``response_format`` is OpenAI's, e.g. ``llm.bind(response_format={"type": "json_object"})``)."""
+``response_format`` is OpenAI's, e.g. ``llm.bind(response_format={"type": "json_object"})``;
+``llm.bind(top_p=0.5, seed=1)`` or ``llm.invoke(..., max_tokens=50)`` override the
+instance's parameters for those calls)."""
 _IGNORED_PARAMS = frozenset({"ls_structured_output_format"})
 """Call-time keyword arguments LangChain adds for tracing only."""
 
@@ -174,9 +188,13 @@ async def _adetached_stream(events: AsyncIterator[Any]) -> AsyncIterator[Any]:
 class ChatMoA(BaseChatModel):
     """A Mixture-of-Agents (a preset, a spec, or a spec file) as a LangChain chat model.
 
-    Standard parameters map onto the mixture: ``temperature`` / ``max_tokens`` override every
-    model of a run (``Context``), ``timeout`` is each model call's timeout, ``max_retries`` the
-    retries of each call (``RetryPolicy``), ``stop`` the final answer's stop sequences.
+    Standard parameters map onto the mixture as ``moa serve`` maps a request's fields:
+    ``temperature`` and ``seed`` reach every model; ``max_tokens``, ``top_p``, the penalties,
+    ``logit_bias``, ``reasoning_effort`` and ``stop`` the answer only (the aggregator and its
+    fallback: the references keep their spec's settings); a model whose provider cannot take
+    a setting runs without it (``response_metadata["moa"]["dropped_params"]`` says which).
+    ``timeout`` is each model call's timeout, ``max_retries`` the retries of each call
+    (``RetryPolicy``). Each may be set per call (``bind``, or keywords of ``invoke``).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
@@ -190,7 +208,19 @@ class ChatMoA(BaseChatModel):
     temperature: float | None = None
     """Every model's temperature for a run (None: each model's own)."""
     max_tokens: int | None = None
-    """Every model's max_tokens for a run (None: each model's own)."""
+    """The answer's max_tokens (None: the aggregator's own); the references keep theirs."""
+    top_p: float | None = None
+    """The answer's nucleus sampling (0-1)."""
+    seed: int | None = None
+    """Every model's sampling seed (models whose provider takes one)."""
+    frequency_penalty: float | None = None
+    """The answer's frequency penalty (-2 to 2)."""
+    presence_penalty: float | None = None
+    """The answer's presence penalty (-2 to 2)."""
+    logit_bias: dict[str, int] | None = None
+    """The answer's token biases (OpenAI-compatible answer models)."""
+    reasoning_effort: str | None = None
+    """The answer model's reasoning effort (OpenAI reasoning models)."""
     timeout: float | None = None
     """Seconds one model call may take (None: each model's own ``timeout``)."""
     max_retries: int | None = None
@@ -227,7 +257,7 @@ class ChatMoA(BaseChatModel):
                     )
             spec = parse_spec(spec.model_dump(mode="json"), source="ChatMoA")
         check_overrides(self.temperature, self.max_tokens)
-        self._context(None, {})
+        self._context(None, {})  # every parameter checked, named, before any run
         self._spec = spec
         if not self.model_name:
             self.model_name = f"{PROVIDER}:{spec.name}"
@@ -303,15 +333,26 @@ class ChatMoA(BaseChatModel):
         unknown = sorted(set(kwargs) - _CALL_PARAMS - _IGNORED_PARAMS)
         if unknown:
             raise InvalidInputError(f"ChatMoA: unsupported call parameter {unknown[0]!r}")
-        return Context(
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
-            max_cost=self.max_cost,
-            stop=list(stop) if stop else self.stop,
-            tools=kwargs.get("tools") or None,
-            tool_choice=kwargs.get("tool_choice") if kwargs.get("tools") else None,
-            response_format=kwargs.get("response_format"),
-        )
+
+        def pick(name: str) -> Any:
+            """A call's own value, else the instance's."""
+            value = kwargs.get(name)
+            return getattr(self, name) if value is None else value
+
+        try:
+            return Context(
+                temperature=pick("temperature"),
+                answer_max_tokens=pick("max_tokens"),
+                max_cost=self.max_cost,
+                stop=list(stop) if stop else self.stop,
+                tools=kwargs.get("tools") or None,
+                tool_choice=kwargs.get("tool_choice") if kwargs.get("tools") else None,
+                response_format=kwargs.get("response_format"),
+                **{name: pick(name) for name in _SAMPLING},
+            )
+        except InvalidInputError as exc:  # named as ChatMoA's parameter
+            message = str(exc).replace("context.answer_max_tokens", "max_tokens")
+            raise InvalidInputError(message.replace("context.", "ChatMoA.")) from None
 
     @staticmethod
     def _config(
@@ -347,7 +388,7 @@ class ChatMoA(BaseChatModel):
         )
         return {"callbacks": child}
 
-    def _answer(self, out: Mapping[str, Any]) -> AIMessage:
+    def _answer(self, out: Mapping[str, Any], context: Context) -> AIMessage:
         """The aggregator's message with the run's usage and what the mixture did."""
         final = answer_message(out)
         if final is None:  # e.g. a run paused for review (spec.review)
@@ -363,7 +404,9 @@ class ChatMoA(BaseChatModel):
             invalid_tool_calls=final.invalid_tool_calls,
             id=final.id,
             usage_metadata=usage,
-            response_metadata=self._metadata(final, out, calls, per_model, run_totals(calls)),
+            response_metadata=self._metadata(
+                final, out, calls, per_model, run_totals(calls), context
+            ),
         )
 
     def _metadata(
@@ -373,6 +416,7 @@ class ChatMoA(BaseChatModel):
         calls: list[Any],
         per_model: dict[str, Any],
         run_totals: dict[str, Any],
+        context: Context,
     ) -> dict[str, Any]:
         moa: dict[str, Any] = {
             "references": list(out.get("references") or []),
@@ -382,6 +426,8 @@ class ChatMoA(BaseChatModel):
         }
         if out.get("fallback_reason"):
             moa["fallback_reason"] = out["fallback_reason"]
+        if dropped := sampling.dropped(self._spec, context):
+            moa["dropped_params"] = dropped
         return {
             "model_name": self.model_name,
             "model_provider": PROVIDER,
@@ -396,13 +442,14 @@ class ChatMoA(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        context = self._context(stop, kwargs)
         out: Any = _detached().run(
             self.compiled().invoke,
             _input(messages),
             config=self._config(run_manager),
-            context=self._context(stop, kwargs),
+            context=context,
         )
-        return ChatResult(generations=[ChatGeneration(message=self._answer(out))])
+        return ChatResult(generations=[ChatGeneration(message=self._answer(out, context))])
 
     async def _agenerate(
         self,
@@ -411,13 +458,14 @@ class ChatMoA(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        context = self._context(stop, kwargs)
         run = self.compiled().ainvoke(
             _input(messages),
             config=self._config(run_manager),
-            context=self._context(stop, kwargs),
+            context=context,
         )
         out: Any = await asyncio.create_task(_adetached(run))
-        return ChatResult(generations=[ChatGeneration(message=self._answer(out))])
+        return ChatResult(generations=[ChatGeneration(message=self._answer(out, context))])
 
     # ------------------------------------------------------------------ streaming
 
@@ -436,10 +484,10 @@ class ChatMoA(BaseChatModel):
             return AIMessageChunk(content=message.content, tool_call_chunks=_as_chunks(message))
         return None
 
-    def _last(self, out: Mapping[str, Any], answered: bool) -> AIMessageChunk:
+    def _last(self, out: Mapping[str, Any], answered: bool, context: Context) -> AIMessageChunk:
         """The closing chunk: the run's usage and metadata (and the answer, if no token of it
         was streamed)."""
-        final = self._answer(out)
+        final = self._answer(out, context)
         return AIMessageChunk(
             content="" if answered else final.content,
             tool_call_chunks=[] if answered else _as_chunks(final),
@@ -458,10 +506,11 @@ class ChatMoA(BaseChatModel):
         out: Any = {}
         answered = False
         detached = _detached()
+        context = self._context(stop, kwargs)
         events = self.compiled().stream(
             _input(messages),
             config=self._config(run_manager),
-            context=self._context(stop, kwargs),
+            context=context,
             stream_mode=_MODES,
         )
         try:
@@ -479,7 +528,7 @@ class ChatMoA(BaseChatModel):
             close = getattr(events, "close", None)
             if close is not None:
                 detached.run(close)
-        yield ChatGenerationChunk(message=self._last(out, answered))
+        yield ChatGenerationChunk(message=self._last(out, answered, context))
 
     async def _astream(
         self,
@@ -490,10 +539,11 @@ class ChatMoA(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         out: Any = {}
         answered = False
+        context = self._context(stop, kwargs)
         events = self.compiled().astream(
             _input(messages),
             config=self._config(run_manager),
-            context=self._context(stop, kwargs),
+            context=context,
             stream_mode=_MODES,
         )
         async for mode, data in _adetached_stream(events):
@@ -505,7 +555,7 @@ class ChatMoA(BaseChatModel):
                 if run_manager is not None:
                     await run_manager.on_llm_new_token(piece.text, chunk=chunk)
                 yield chunk
-        yield ChatGenerationChunk(message=self._last(out, answered))
+        yield ChatGenerationChunk(message=self._last(out, answered, context))
 
 
 __all__ = ["ChatMoA"]

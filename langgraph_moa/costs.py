@@ -347,6 +347,8 @@ def guard_final(
     if limit is None:
         return None
     max_tokens = getattr(context, "max_tokens", None)
+    # The answer's own limit (moa serve's max_tokens, ChatMoA's) bounds the answer models.
+    answer_tokens = getattr(context, "answer_max_tokens", None) or max_tokens
     if fallback:
         assert spec.aggregator.fallback is not None
         cost = call_cost(
@@ -357,13 +359,13 @@ def guard_final(
             layer=len(spec.layers) + 1,
             role="aggregator",
             references=False,
-            max_tokens=max_tokens,
+            max_tokens=answer_tokens,
         )
         return over_limit(limit, state, cost.node, [cost])
     costs: list[CallCost] = []
     if pending_rank is not None:  # the last layer's rankers still run before the aggregator
         costs += step_costs(spec, pending_rank, state, max_tokens)
-    costs += aggregator_costs(spec, {**state, "references": references}, max_tokens)
+    costs += aggregator_costs(spec, {**state, "references": references}, answer_tokens)
     return over_limit(limit, state, costs[-1].node, costs)
 
 

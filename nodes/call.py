@@ -30,6 +30,7 @@ from langgraph_moa.graphs.names import ANSWER_NODES, WINDOW
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import Call, CallStatus, Context, MoAState
 from langgraph_moa.models.factory import get_chat_model
+from langgraph_moa.models.sampling import call_settings
 from langgraph_moa.nodes import budget
 from langgraph_moa.nodes.deadline import LayerClock
 from langgraph_moa.nodes.failures import is_context_length
@@ -94,7 +95,12 @@ async def call_model(
         kwargs["temperature"] = ctx.temperature
     if ctx is not None and ctx.max_tokens is not None:
         kwargs["max_tokens"] = ctx.max_tokens
-    if ctx is not None and seat.node in ANSWER_NODES:  # the answer (not a window synthesis)
+    answer = seat.node in ANSWER_NODES  # the answer (not a window synthesis)
+    if ctx is not None:  # top_p, seed...: those this model's provider takes (models/sampling)
+        kwargs.update(call_settings(ctx, model, answer))
+    if ctx is not None and answer:
+        if ctx.answer_max_tokens is not None:
+            kwargs["max_tokens"] = ctx.answer_max_tokens
         if ctx.tools:
             chat = bind_answer_tools(chat, model, ctx.tools, ctx.tool_choice)
         if ctx.stop:

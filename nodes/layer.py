@@ -13,7 +13,7 @@ from typing import Any
 
 import regex
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AnyMessage
+from langchain_core.messages import AIMessage, AnyMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, interrupt
 
@@ -22,6 +22,7 @@ from langgraph_moa.errors import CostLimitError, InvalidInputError, LayerFailedE
 from langgraph_moa.graphs import names
 from langgraph_moa.graphs.spec import DEFAULT_STRIP_PATTERNS, MoASpec
 from langgraph_moa.graphs.state import Context, MoAState
+from langgraph_moa.models.sampling import ANSWER_FIELDS, EVERY_MODEL_FIELDS
 from langgraph_moa.nodes.caps import cap_reference
 from langgraph_moa.nodes.tools import (
     answer_format,
@@ -30,11 +31,14 @@ from langgraph_moa.nodes.tools import (
 )
 
 _log = logging.getLogger(__name__)
-_ROLES = {"human", "ai", "system", "tool"}
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+"""LangChain's message types and the role names every error uses (OpenAI's)."""
 
 
 def validate_messages(messages: list[AnyMessage]) -> None:
-    """A clear ``InvalidInputError`` for input no model should see."""
+    """A clear ``InvalidInputError`` for input no model should see, with roles named as
+    OpenAI names them. What OpenAI accepts is accepted: a system-only conversation, empty
+    content, and a last ``assistant`` turn (a prefill: the answer continues it)."""
     if not messages:
         raise InvalidInputError("no messages: ask a question")
     for i, m in enumerate(messages):
@@ -43,12 +47,11 @@ def validate_messages(messages: list[AnyMessage]) -> None:
         if not isinstance(m.content, (str, list)):
             raise InvalidInputError(f"messages[{i}]: content must be text")
     last = messages[-1]
-    if last.type not in ("human", "tool"):  # a tool's result: an agent's next turn
+    if isinstance(last, AIMessage) and last.tool_calls:
         raise InvalidInputError(
-            f"the last message must be the user's or a tool result, not {last.type!r}"
+            f"messages[{len(messages) - 1}]: an 'assistant' message with tool_calls must be"
+            " followed by 'tool' messages answering each call"
         )
-    if last.type == "human" and not last.text.strip():
-        raise InvalidInputError("the question is empty")
 
 
 def computed(state: MoAState) -> dict[str, Any]:
@@ -223,6 +226,9 @@ def run_params(context: Context | None) -> dict[str, Any]:
         "tool_choice": context.tool_choice,
         "stop": context.stop,
         "response_format": context.response_format,
+        # the answer's sampling settings (and seed), as the models get them
+        "answer_max_tokens": context.answer_max_tokens,
+        **{name: getattr(context, name) for name in (*ANSWER_FIELDS, *EVERY_MODEL_FIELDS)},
     }
     return {k: v for k, v in overrides.items() if v is not None}
 

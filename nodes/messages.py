@@ -14,6 +14,7 @@ from langgraph_moa.errors import ContextOverflowError
 from langgraph_moa.graphs import names
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import MoAState
+from langgraph_moa.models.sampling import ANSWER_FIELDS
 from langgraph_moa.nodes import budget
 from langgraph_moa.nodes.seat import Seat
 from langgraph_moa.nodes.tools import tool_turns_as_text
@@ -69,7 +70,9 @@ def prepare_messages(
     )
 
 
-ANSWER_PARAMS = frozenset({"tools", "tool_choice", "stop", "response_format"})
+ANSWER_PARAMS = frozenset(
+    {"tools", "tool_choice", "stop", "response_format", "answer_max_tokens", *ANSWER_FIELDS}
+)
 """Run parameters only the answer nodes (aggregator, fallback) are called with."""
 
 

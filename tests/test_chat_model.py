@@ -192,8 +192,9 @@ def test_standard_params_map_onto_the_run(server: OpenAIServer, model: Any) -> N
     assert {m.timeout for m in llm.moa_spec.models()} == {7.0}
     assert {m.retry.max_attempts for m in llm.moa_spec.models()} == {5}
     llm.invoke("hi")
-    for record in server.log():
-        assert record["temperature"] == 0.2 and record["max_tokens"] == 64
+    for record in server.log():  # temperature: every model; max_tokens: the answer's only
+        assert record["temperature"] == 0.2
+        assert (record["max_tokens"] == 64) == (record["model"] == "agg")
     stops = {r["model"]: r["stop"] for r in server.log()}
     assert stops == {"p1": None, "p2": None, "agg": ["STOP"]}  # the answer's own stop
     server.reset()
@@ -536,3 +537,27 @@ def test_server_tool_call_rules() -> None:
     assert tool_call({"messages": after, "tools": tools}) is None
     assert tool_call({"messages": after, "tools": tools, "tool_choice": "required"}) is not None
     assert tool_call({"messages": [user]}) is None
+
+
+def test_sampling_parameters_reach_the_answer_and_bind_overrides_them(
+    server: OpenAIServer, model: Any
+) -> None:
+    """As ``moa serve``'s request fields: top_p & co. for the answer, seed for every model;
+    a setting the answer model cannot take is dropped and named in the metadata."""
+    llm = ChatMoA(spec=spec(model), top_p=0.5, seed=3, presence_penalty=1.0, reasoning_effort="low")
+    out = llm.bind(top_p=0.25, max_tokens=50).invoke("hi")
+    sent = {r["model"]: {**r["params"], "max_tokens": r["max_tokens"]} for r in server.log()}
+    assert sent["agg"]["top_p"] == 0.25 and sent["agg"]["presence_penalty"] == 1.0
+    assert sent["agg"]["max_tokens"] == 50 and sent["agg"]["seed"] == 3
+    assert (
+        sent["p1"]["seed"] == 3
+        and "top_p" not in sent["p1"]
+        and "presence_penalty" not in sent["p1"]
+    )
+    assert "reasoning_effort" not in sent["agg"]  # "agg" is no OpenAI reasoning model
+    assert out.response_metadata["moa"]["dropped_params"] == {"agg": ["reasoning_effort"]}
+    plain = ChatMoA(spec=spec(model)).invoke("hi", reasoning_effort="high")  # a call's own
+    assert plain.response_metadata["moa"]["dropped_params"] == {"agg": ["reasoning_effort"]}
+    assert "dropped_params" not in ChatMoA(spec=spec(model)).invoke("hi").response_metadata["moa"]
+    with pytest.raises(InvalidInputError, match=r"ChatMoA\.top_p: must be a number from 0 to 1"):
+        ChatMoA(spec=spec(model), top_p=3)

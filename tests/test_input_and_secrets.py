@@ -10,7 +10,7 @@ import json
 import traceback
 
 import pytest
-from langchain_core.messages import ChatMessage
+from langchain_core.messages import AIMessage, ChatMessage
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from langgraph_moa.errors import (
@@ -37,14 +37,17 @@ def spec(model) -> dict:
 @pytest.mark.parametrize(
     ("messages", "match"),
     [
-        ([("user", "")], "the question is empty"),
-        ([("user", "  \n\t ")], "the question is empty"),
         ([], "no messages"),
-        ([("user", "What is 2+2?"), ("ai", "4")], "last message must be the user's"),
-        ([("system", "be brief")], "last message must be the user's"),
+        (
+            [
+                ("user", "Weather?"),
+                AIMessage("", tool_calls=[{"name": "w", "args": {}, "id": "1"}]),
+            ],
+            r"messages\[1\]: an 'assistant' message with tool_calls must be followed by 'tool'",
+        ),
         ([ChatMessage(role="bogus", content="hi")], "unsupported role 'chat'"),
     ],
-    ids=["empty", "whitespace", "no-messages", "ends-with-ai", "only-system", "chat-role"],
+    ids=["no-messages", "unanswered-tool-call", "chat-role"],
 )
 async def test_bad_input_fails_before_any_request(server, spec, messages, match):
     graph = create_moa(spec)

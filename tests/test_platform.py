@@ -116,6 +116,14 @@ def test_factories_default_topologies_without_checkpointer():
         "tools",
         "tool_choice",
         "response_format",
+        # the answer's sampling settings (and seed), as moa serve's request fields
+        "answer_max_tokens",
+        "top_p",
+        "frequency_penalty",
+        "presence_penalty",
+        "logit_bias",
+        "reasoning_effort",
+        "seed",
     }
     assert props["stream_proposers"]["default"] is True  # Studio shows proposers typing
 

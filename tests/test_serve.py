@@ -327,7 +327,11 @@ def test_moa_extension_returns_references_and_calls(served: Served) -> None:
     ("body", "status", "words"),
     [
         ({"model": "nope", "messages": [{"role": "user", "content": "q"}]}, 404, "unknown model"),
-        ({"model": "tiny", "messages": [{"role": "user", "content": "q"}], "n": 2}, 400, "n=1"),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "q"}], "n": 2},
+            400,
+            "n: only 1",
+        ),
         (
             {"model": "tiny", "messages": [{"role": "user", "content": "q"}], "tools": [{}]},
             400,
@@ -356,7 +360,34 @@ def test_moa_extension_returns_references_and_calls(served: Served) -> None:
         ),
         ({"model": "tiny", "messages": [{"role": "user", "content": "q"}], "frob": 1}, 400, "frob"),
         ({"model": "tiny", "messages": [{"role": "tool", "content": "q"}]}, 400, "tool_call_id"),
-        ({"model": "tiny", "messages": [{"role": "assistant", "content": "q"}]}, 400, "user"),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "q"}], "top_p": 2},
+            400,
+            "top_p: Input should be less than or equal to 1",
+        ),
+        (
+            {
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "q"}],
+                "logit_bias": {"x": 1},
+            },
+            400,
+            "logit_bias['x']: a token id",
+        ),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "q"}], "seed": 2**70},
+            400,
+            "seed: must be a whole number",
+        ),
+        (
+            {
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "q"}],
+                "reasoning_effort": "max",
+            },
+            400,
+            "reasoning_effort: one of none",
+        ),
     ],
 )
 def test_errors_are_openai_shaped(served: Served, body: Any, status: int, words: str) -> None:

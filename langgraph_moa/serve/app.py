@@ -1,13 +1,14 @@
-"""``moa serve``: every served spec as a "virtual model" behind the OpenAI chat-completions API,
-plus the web UI at ``/``.
+"""``moa serve``: every served spec as a "virtual model" behind OpenAI's Chat Completions and
+Responses APIs, plus the web UI at ``/``.
 
 One compiled graph per served spec, built once at startup; the graphs share the process's
 HTTP pools (``langgraph_moa.models.factory``). Non-streaming requests run ``ainvoke`` (every
 model call a plain request); ``stream: true`` streams the aggregator's tokens from
-``stream_mode="messages"``. Requests choose a served spec by name and may override only
-``temperature`` / ``max_tokens`` / ``stop``: they cannot change a spec's topology or
-endpoints. Errors are OpenAI-shaped, never a stack trace; secrets never appear in a response
-or a log line.
+``stream_mode="messages"``. Every run lives only as long as its client's connection
+(``disconnect.py``). Requests choose a served spec by name and may tune only the run (the
+sampling settings ``openai_api.py`` lists): they cannot change a spec's topology or
+endpoints. Errors are OpenAI-shaped, never a stack trace, and a 5xx after paid model calls
+tells the client not to replay it; secrets never appear in a response or a log line.
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ from pathlib import Path
 from typing import Any, cast
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from langgraph_moa.asgi import READ_TIMEOUT, RequestGuard, allowed_origin_set
 from langgraph_moa.cache import graph_cache
@@ -43,8 +47,14 @@ from langgraph_moa.graphs.names import ANSWER_NODES
 from langgraph_moa.graphs.policy import MAX_OVERRIDE_TOKENS, RunLimits, RunPolicy
 from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.state import Context, answer_message, finish_reason
+from langgraph_moa.models import sampling
 from langgraph_moa.redact import register_key_env, scrub
-from langgraph_moa.serve import MAX_CONCURRENT_RUNS, openai_api as oa
+from langgraph_moa.serve import MAX_CONCURRENT_RUNS, openai_api as oa, responses as rs
+from langgraph_moa.serve.disconnect import (
+    ClientGone,
+    stream_unless_disconnected,
+    unless_disconnected,
+)
 from langgraph_moa.tuning import tune_gc
 
 log = logging.getLogger("langgraph_moa.serve")
@@ -61,14 +71,53 @@ class Limits:
     read_timeout: float = READ_TIMEOUT  # seconds for the headers, then for the whole body
 
 
+CLIENT_GONE = 499
+"""Status logged for a request whose client left before its answer (nginx's convention);
+nobody reads it."""
+
+
+NO_RETRY = {"x-should-retry": "false"}
+"""On an error after model calls were paid for: the openai SDKs (and others that honour it)
+do not replay the whole mixture (their default max_retries=2 would triple the cost)."""
+RETRY_AFTER_S = 1
+"""``Retry-After`` of a busy 429: a slot frees as soon as any run ends."""
+
+
 def _error(exc: oa.APIError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One validated request, ready to run."""
+
+    request: oa.ChatRequest
+    graph: CompiledMoA
+    context: Context
+    inputs: Any
+    dropped: dict[str, list[str]]
+    """Model -> the request's settings its provider cannot take (reported, not refused)."""
+
+
+def _unknown_model(name: str, graphs: Mapping[str, Any]) -> oa.APIError:
+    shown = name if len(name) <= 64 else name[:64] + "..."
+    return oa.APIError(
+        404,
+        f"unknown model {shown!r}; served: {', '.join(sorted(graphs))}",
+        param="model",
+        code="model_not_found",
+    )
 
 
 def _map_run_error(exc: BaseException) -> oa.APIError:
     """What a failed run means to an OpenAI client (and never a traceback)."""
     if isinstance(exc, MissingAPIKeyError):  # the operator's problem: don't name variables
-        return oa.APIError(503, "this model is not configured on the server", etype="server_error")
+        return oa.APIError(
+            503,
+            "this model is not configured on the server",
+            etype="server_error",
+            headers=NO_RETRY,  # a retry cannot fix it
+        )
     if isinstance(exc, (InvalidInputError, SpecError)):
         return oa.APIError(400, scrub(str(exc)))
     if isinstance(exc, (LayerFailedError, ModelCallError)):
@@ -78,12 +127,16 @@ def _map_run_error(exc: BaseException) -> oa.APIError:
             what = f"upstream model {exc.model} failed"
         reason = exc.reason if isinstance(exc, ModelCallError) else str(exc)
         return oa.APIError(
-            502, f"{what}: {scrub(reason)}"[:1000], etype="upstream_error", code="upstream_failed"
+            502,
+            f"{what}: {scrub(reason)}"[:1000],
+            etype="upstream_error",
+            code="upstream_failed",
+            headers=NO_RETRY,  # the mixture already retried each call; a replay pays again
         )
     if isinstance(exc, MoAError):
         return oa.APIError(400, scrub(str(exc)))
     log.error("run failed: %s: %s", type(exc).__name__, scrub(str(exc)))
-    return oa.APIError(500, "internal error", etype="server_error")
+    return oa.APIError(500, "internal error", etype="server_error", headers=NO_RETRY)
 
 
 def create_app(
@@ -142,6 +195,18 @@ def create_app(
         max_concurrent_runs=limits.max_concurrent_runs,
     )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Unknown routes (404) and wrong methods (405) in OpenAI's error shape, as OpenAI
+        words them; the web page's API keeps FastAPI's own."""
+        if request.url.path.startswith("/ui/"):
+            return await http_exception_handler(request, exc)
+        where = f"({request.method} {request.url.path[:200]})"
+        message = {404: f"Invalid URL {where}", 405: f"Invalid method for URL {where}"}.get(
+            exc.status_code, str(exc.detail)
+        )
+        return _error(oa.APIError(exc.status_code, message, headers=dict(exc.headers or {})))
+
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
         path = request.url.path
@@ -159,63 +224,118 @@ def create_app(
     async def health() -> dict[str, Any]:
         return {"status": "ok", "models": sorted(graphs)}
 
+    def model_card(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "langgraph-moa"}
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [
-                {"id": name, "object": "model", "created": 0, "owned_by": "langgraph-moa"}
-                for name in graphs
-            ],
-        }
+        return {"object": "list", "data": [model_card(name) for name in graphs]}
+
+    @app.get("/v1/models/{model:path}")
+    async def model(model: str) -> Response:
+        if model not in graphs:
+            return _error(_unknown_model(model, graphs))
+        return JSONResponse(model_card(model))
+
+    async def json_body(request: Request) -> Any:
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # gone while sending: nobody reads this, nothing is logged
+            raise oa.APIError(400, "the request body was not received") from None
+        if len(raw) > limits.max_body_bytes:
+            raise oa.APIError(413, f"request body over {limits.max_body_bytes} bytes")
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise oa.APIError(400, "the request body is not valid JSON") from None
+
+    def prepare(body: Any) -> Run:
+        """A validated request, its graph and run context: everything refused here, by
+        field name, before a model is called."""
+        req = oa.parse_request(
+            body, max_messages=limits.max_messages, max_tokens_cap=limits.max_tokens
+        )
+        graph = graphs.get(req.model)
+        if graph is None:
+            raise _unknown_model(req.model, graphs)
+        context = oa.run_context(req)
+        # The same allowlist as the LangGraph server: a served spec by name, overrides only.
+        policy.resolve({"preset": req.model, "temperature": req.temperature})
+        dropped = sampling.dropped(specs[req.model], context)
+        return Run(req, graph, context, {"messages": oa.conversation(req)}, dropped)
+
+    def busy() -> oa.APIError | None:
+        if not running.locked():
+            return None
+        return oa.APIError(
+            429,
+            "too many runs in progress; retry shortly",
+            etype="rate_limit_error",
+            code="server_busy",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    async def invoke(request: Request, run: Run) -> dict[str, Any]:
+        """The whole run (cancelled if the client leaves: ``ClientGone``)."""
+        async with running:
+            out: dict[str, Any] = await unless_disconnected(
+                request, run.graph.ainvoke(run.inputs, context=run.context)
+            )
+        return out
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        raw = await request.body()  # bounded, and valid JSON, by RequestGuard
         try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(oa.APIError(400, "the request body is not valid JSON"))
-        try:
-            req = oa.parse_request(
-                body, max_messages=limits.max_messages, max_tokens_cap=limits.max_tokens
-            )
-            graph = graphs.get(req.model)
-            if graph is None:
-                raise oa.APIError(
-                    404,
-                    f"unknown model {req.model!r}; served: {', '.join(sorted(graphs))}",
-                    param="model",
-                    code="model_not_found",
-                )
-            overrides = {
-                "temperature": req.temperature,
-                "max_tokens": req.max_completion_tokens or req.max_tokens,
-                "stop": req.stop,
-                "tools": req.tools or None,
-                "tool_choice": req.tool_choice if req.tools else None,
-                "response_format": req.response_format,
-            }
-            # The same allowlist as the LangGraph server: a served spec by name, overrides only.
-            policy.resolve({"preset": req.model, **overrides})
-            context = Context(**overrides)  # type: ignore[arg-type]
+            run = prepare(await json_body(request))
+            if (refusal := busy()) is not None:
+                raise refusal
         except oa.APIError as exc:
             return _error(exc)
         except MoAError as exc:
             return _error(_map_run_error(exc))
+        req = run.request
         include = req.moa.include if req.moa else []
-        inputs: Any = {"messages": oa.conversation(req)}
         cid = oa.completion_id()
         if not req.stream:
-            async with running:
-                try:
-                    out = await graph.ainvoke(inputs, context=context)
-                except Exception as exc:
-                    return _error(_map_run_error(exc))
-            return JSONResponse(oa.completion(cid, req.model, out, include))
+            try:
+                out = await invoke(request, run)
+            except ClientGone:
+                return Response(status_code=CLIENT_GONE)
+            except Exception as exc:
+                return _error(_map_run_error(exc))
+            return JSONResponse(oa.completion(cid, req.model, out, include, run.dropped))
         with_usage = bool((req.stream_options or {}).get("include_usage"))
         return StreamingResponse(
-            _stream(graph, inputs, context, cid, req.model, with_usage, include, running),
+            stream_unless_disconnected(request, _stream(run, running, cid, with_usage, include)),
+            media_type="text/event-stream",
+        )
+
+    @app.post("/v1/responses")
+    async def responses(request: Request) -> Response:
+        try:
+            body = await json_body(request)
+            try:
+                run = prepare(rs.to_chat(body))
+            except oa.APIError as exc:
+                raise rs.renamed(exc) from None
+            if (refusal := busy()) is not None:
+                raise refusal
+        except oa.APIError as exc:
+            return _error(exc)
+        except MoAError as exc:
+            return _error(_map_run_error(exc))
+        rid = rs.response_id()
+        if not run.request.stream:
+            try:
+                out = await invoke(request, run)
+            except ClientGone:
+                return Response(status_code=CLIENT_GONE)
+            except Exception as exc:
+                return _error(_map_run_error(exc))
+            return JSONResponse(rs.response(rid, body, run.request.model, out, run.dropped))
+        events = rs.stream(rid, body, run.request.model, answer_events(run, running), run.dropped)
+        return StreamingResponse(
+            stream_unless_disconnected(request, _errors_as_events(events)),
             media_type="text/event-stream",
         )
 
@@ -241,55 +361,78 @@ def _sse(data: Any) -> bytes:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-async def _stream(
-    graph: CompiledMoA,
-    inputs: Any,
-    context: Context,
-    cid: str,
-    model: str,
-    with_usage: bool,
-    include: list[str],
-    running: asyncio.Semaphore,
-) -> AsyncIterator[bytes]:
-    """The aggregator's tokens as ``chat.completion.chunk`` events, then ``[DONE]``."""
+async def answer_events(run: Run, running: asyncio.Semaphore) -> AsyncIterator[tuple[str, Any]]:
+    """A streamed run as what a client sees of it: ``("text", str)``, ``("tool_calls",
+    [delta, ...])`` and ``("restart", None)`` while the answer is written, then ``("final",
+    state)``. A failed run raises (the renderers turn it into their error event)."""
     async with running:
-        yield _sse(oa.chunk(cid, model, {"role": "assistant", "content": ""}))
         final: dict[str, Any] = {}
         answer_id: str | None = None
-        try:
-            async for item in graph.astream(
-                inputs, context=context, stream_mode=["messages", "values"]
-            ):
-                mode, part = cast("tuple[str, Any]", item)
-                if mode == "values":
-                    final = part
-                    continue
-                token, meta = part
-                calls = oa.tool_call_deltas(token) if isinstance(token, AIMessage) else []
-                if meta.get("langgraph_node") not in ANSWER_NODES or not (token.text or calls):
-                    continue
-                if answer_id is not None and token.id != answer_id:
-                    # a retried aggregator restarts its answer: tell the client plainly
-                    yield _sse(oa.chunk(cid, model, {"content": "\n\n[answer restarted]\n\n"}))
-                answer_id = token.id
-                if calls:
-                    yield _sse(oa.chunk(cid, model, {"tool_calls": calls}))
-                if token.text:
-                    yield _sse(oa.chunk(cid, model, {"content": token.text}))
-        except Exception as exc:
-            yield _sse(_map_run_error(exc).body())
-            yield b"data: [DONE]\n\n"
-            return
-        last = oa.chunk(cid, model, {}, finish_reason=finish_reason(answer_message(final)))
-        if include:
-            last["moa"] = {name: final.get(name) for name in include}
-        yield _sse(last)
-        if with_usage:
-            yield _sse(
-                {
-                    **oa.chunk(cid, model, {}),
-                    "choices": [],
-                    "usage": oa.usage(final.get("calls") or []),
-                }
-            )
+        async for item in run.graph.astream(
+            run.inputs, context=run.context, stream_mode=["messages", "values"]
+        ):
+            mode, part = cast("tuple[str, Any]", item)
+            if mode == "values":
+                final = part
+                continue
+            token, meta = part
+            calls = oa.tool_call_deltas(token) if isinstance(token, AIMessage) else []
+            if meta.get("langgraph_node") not in ANSWER_NODES or not (token.text or calls):
+                continue
+            if answer_id is not None and token.id != answer_id:
+                yield "restart", None  # a retried aggregator restarts its answer
+            answer_id = token.id
+            if calls:
+                yield "tool_calls", calls
+            if token.text:
+                yield "text", token.text
+        yield "final", final
+
+
+async def _errors_as_events(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A renderer's events; a failed run's error as one last OpenAI-shaped error event."""
+    try:
+        async for event in events:
+            yield event
+    except Exception as exc:
+        yield _sse({"type": "error", **_map_run_error(exc).body()})
+
+
+async def _stream(
+    run: Run,
+    running: asyncio.Semaphore,
+    cid: str,
+    with_usage: bool,
+    include: list[str],
+) -> AsyncIterator[bytes]:
+    """The aggregator's tokens as ``chat.completion.chunk`` events, then ``[DONE]``."""
+    model = run.request.model
+    yield _sse(oa.chunk(cid, model, {"role": "assistant", "content": ""}))
+    final: dict[str, Any] = {}
+    try:
+        async for kind, data in answer_events(run, running):
+            if kind == "final":
+                final = data
+            elif kind == "restart":  # tell the client plainly
+                yield _sse(oa.chunk(cid, model, {"content": "\n\n[answer restarted]\n\n"}))
+            elif kind == "tool_calls":
+                yield _sse(oa.chunk(cid, model, {"tool_calls": data}))
+            else:
+                yield _sse(oa.chunk(cid, model, {"content": data}))
+    except Exception as exc:
+        yield _sse(_map_run_error(exc).body())
         yield b"data: [DONE]\n\n"
+        return
+    last = oa.chunk(cid, model, {}, finish_reason=finish_reason(answer_message(final)))
+    if (moa := oa.extension(final, include, run.dropped)) is not None:
+        last["moa"] = moa
+    yield _sse(last)
+    if with_usage:
+        yield _sse(
+            {
+                **oa.chunk(cid, model, {}),
+                "choices": [],
+                "usage": oa.usage(final.get("calls") or []),
+            }
+        )
+    yield b"data: [DONE]\n\n"

@@ -1,11 +1,14 @@
 """The OpenAI chat-completions wire format of ``moa serve``: request validation, responses,
 stream chunks and errors (``{"error": {"message", "type", "param", "code"}}``).
 
-A request names a served spec as its ``model`` and may set the per-run overrides the graph's
-``Context`` has (``temperature``, ``max_tokens``, ``stop``, ``tools``, ``tool_choice``,
-``response_format``: the last three reach the aggregator only, as with ``ChatMoA``); it can
+A request names a served spec as its ``model`` and may set the per-run settings the graph's
+``Context`` has: ``temperature`` and ``seed`` reach every model; ``max_tokens`` /
+``max_completion_tokens``, ``top_p``, the penalties, ``logit_bias``, ``reasoning_effort``,
+``stop``, ``tools``, ``tool_choice`` and ``response_format`` reach the answer models only (the
+aggregator and its fallbacks), as with ``ChatMoA``; a model whose provider cannot take a
+setting runs without it and the response says so (``moa.dropped_params``). A request can
 never change a served spec's topology or endpoints. Fields we do not implement are refused by
-name, not ignored.
+name, not ignored (docs/guides/serve.md has the table).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.messages.tool import tool_call_chunk
@@ -22,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from langgraph_moa.costs import run_totals
 from langgraph_moa.errors import InvalidInputError
 from langgraph_moa.graphs.state import (
+    Context,
     answer_message,
     check_response_format,
     check_stop,
@@ -29,15 +33,27 @@ from langgraph_moa.graphs.state import (
     finish_reason,
 )
 
-ACCEPTED_IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls"})
-"""Fields OpenAI clients commonly send that do not change an answer: accepted, unused."""
+ACCEPTED_IGNORED = frozenset(
+    {
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "parallel_tool_calls",
+        "prompt_cache_key",
+        "safety_identifier",
+        "verbosity",
+    }
+)
+"""Fields OpenAI clients commonly send that a stateless mixture cannot or need not honour:
+accepted, unused (``store``: nothing is stored; ``parallel_tool_calls``: the aggregator's
+provider decides)."""
 
 NOT_SUPPORTED = {
     "functions": "function calling is not supported by moa serve: use tools",
     "function_call": "function calling is not supported by moa serve: use tools",
     "logprobs": "logprobs are not available from a mixture of models",
     "top_logprobs": "logprobs are not available from a mixture of models",
-    "logit_bias": "logit_bias is not supported by moa serve",
     "audio": "audio output is not supported",
     "modalities": "only text output is supported",
     "prediction": "predicted outputs are not supported",
@@ -55,6 +71,7 @@ class APIError(Exception):
         etype: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.etype, self.param, self.code = (
@@ -64,6 +81,7 @@ class APIError(Exception):
             param,
             code,
         )
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {
@@ -105,6 +123,12 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     n: int | None = Field(default=None, ge=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    seed: int | None = None
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    reasoning_effort: str | None = None
     stop: str | list[str] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -137,7 +161,7 @@ def parse_request(body: Any, *, max_messages: int, max_tokens_cap: int) -> ChatR
     except InvalidInputError as exc:
         raise APIError(400, str(exc).removeprefix("context."), param="stop") from None
     if (request.n or 1) != 1:
-        raise APIError(400, "only n=1 is supported (one mixture run per request)", param="n")
+        raise APIError(400, "n: only 1 is supported (one mixture run makes one answer)", param="n")
     if len(request.messages) > max_messages:
         raise APIError(400, f"at most {max_messages} messages", param="messages")
     limit = request.max_completion_tokens or request.max_tokens
@@ -153,6 +177,35 @@ def parse_request(body: Any, *, max_messages: int, max_tokens_cap: int) -> ChatR
         if name not in MOA_INCLUDE:
             raise APIError(400, f"moa.include: unknown item {name!r}", param="moa.include")
     return request
+
+
+_CONTEXT_FIELDS = {"answer_max_tokens": "max_tokens"}
+"""``Context`` field -> the request field it comes from, where the names differ."""
+
+
+def run_context(request: ChatRequest) -> Context:
+    """The graph run's ``Context``: where each field goes is ``Context``'s (and
+    ``models/sampling.py``'s) business; a refusal names the request's field."""
+    try:
+        return Context(
+            temperature=request.temperature,
+            answer_max_tokens=request.max_completion_tokens or request.max_tokens,
+            stop=[request.stop] if isinstance(request.stop, str) else request.stop,
+            tools=request.tools or None,
+            tool_choice=request.tool_choice if request.tools else None,
+            response_format=request.response_format,
+            top_p=request.top_p,
+            seed=request.seed,
+            frequency_penalty=request.frequency_penalty,
+            presence_penalty=request.presence_penalty,
+            logit_bias=cast(Any, request.logit_bias),
+            reasoning_effort=request.reasoning_effort,
+        )
+    except InvalidInputError as exc:
+        message = str(exc).removeprefix("context.")
+        field = message.split(":")[0].split("[")[0]
+        name = _CONTEXT_FIELDS.get(field, field)
+        raise APIError(400, name + message[len(field) :], param=name) from None
 
 
 def conversation(request: ChatRequest) -> list[dict[str, Any]]:
@@ -218,7 +271,24 @@ def tool_call_deltas(chunk: AIMessage) -> list[dict[str, Any]]:
     return deltas
 
 
-def completion(cid: str, model: str, out: dict[str, Any], include: list[str]) -> dict[str, Any]:
+def extension(
+    out: dict[str, Any], include: list[str], dropped: dict[str, list[str]]
+) -> dict[str, Any] | None:
+    """The ``moa`` field of a response: what the client asked to see (``moa.include``), and
+    always the settings some model could not take (``dropped_params``: model -> fields)."""
+    moa: dict[str, Any] = {name: out.get(name) for name in include}
+    if dropped:
+        moa["dropped_params"] = dropped
+    return moa or None
+
+
+def completion(
+    cid: str,
+    model: str,
+    out: dict[str, Any],
+    include: list[str],
+    dropped: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
     """A ``chat.completion`` for a finished run (a tool call's ``content`` is null)."""
     calls = tool_calls(out)
     message: dict[str, Any] = {"role": "assistant", "content": out.get("answer") or None}
@@ -240,8 +310,8 @@ def completion(cid: str, model: str, out: dict[str, Any], include: list[str]) ->
         ],
         "usage": usage(out.get("calls") or []),
     }
-    if include:
-        body["moa"] = {name: out.get(name) for name in include}
+    if (moa := extension(out, include, dropped or {})) is not None:
+        body["moa"] = moa
     return body
 
 

@@ -32,7 +32,8 @@ Request log records (plain dicts, JSON-serialisable)::
 
     seq, model, stream, messages, max_tokens, temperature, has_auth, call_index,
     start, first_byte, end, status, outcome, prompt_tokens, completion_tokens,
-    tools (the offered tools' names, or None), tool_choice, stop
+    tools (the offered tools' names, or None), tool_choice, stop, response_format,
+    params (every other request field as sent: max_tokens, top_p, seed, stream...)
 
 ``start``/``first_byte``/``end`` are ``time.time()`` wall-clock seconds (comparable across
 processes); ``call_index`` is the 1-based per-model request number; ``has_auth`` says
@@ -99,6 +100,8 @@ __all__ = [
 ]
 
 _WILDCARD_CHARS = frozenset("*?[")
+_LOGGED_APART = frozenset({"model", "messages", "tools", "tool_choice", "response_format", "stop"})
+"""Request fields with a log field of their own; the rest go to the record's ``params``."""
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -420,6 +423,7 @@ class OpenAIServer:
             "tools": None,
             "tool_choice": None,
             "response_format": None,
+            "params": {},
         }
         try:
             return await self._chat_inner(request, record)
@@ -456,6 +460,8 @@ class OpenAIServer:
         rec["tool_choice"] = body.get("tool_choice")
         rec["response_format"] = body.get("response_format")
         rec["stop"] = body.get("stop")
+        # every other request field as sent (sampling settings, stream_options...)
+        rec["params"] = {k: v for k, v in body.items() if k not in _LOGGED_APART}
         if not isinstance(model, str) or not isinstance(messages, list):
             rec["seq"] = self._append(rec)
             return self._bad_request(rec, "'model' (string) and 'messages' (list) are required.")
