@@ -32,10 +32,11 @@ from langgraph_moa.graphs.names import AGGREGATOR, FALLBACK, REVIEW, WINDOW
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec, resolve_spec
 from langgraph_moa.graphs.state import Context, InputState, MoAState, OutputState
 from langgraph_moa.nodes.failures import retry_policy
-from langgraph_moa.nodes.layer import layer_entry, layer_reducer, review, route_after_layer
+from langgraph_moa.nodes.layer import layer_entry, layer_reducer, route_after_layer
 from langgraph_moa.nodes.messages import cache_key
 from langgraph_moa.nodes.model import failure_handler, gated, model_node
 from langgraph_moa.nodes.rank import rank_combiner, should_rank
+from langgraph_moa.nodes.review import review_node, route_after_review
 from langgraph_moa.nodes.seat import Seat
 from langgraph_moa.nodes.stop import judge_seat, route_after_stop, should_judge, stop_decider
 from langgraph_moa.nodes.sync import with_sync
@@ -116,6 +117,7 @@ def build_graph(
         )
         if k == 1:
             graph.add_edge(START, entry)
+        seats = [names.proposer(k, str(model.name)) for model in models]
         for model in models:
             seat = Seat(
                 node=names.proposer(k, str(model.name)),
@@ -142,20 +144,25 @@ def build_graph(
         if spec.rankers(k):
             _add_rank(graph, spec, k, chat_models, nxt, nxt_targets)
             nxt = nxt_targets = [names.ranker(k, str(m.name)) for m in spec.rankers(k)]
-        if fallback:  # a layer below its quorum goes to the fallback instead
-            graph.add_conditional_edges(
-                reducer, route_after_layer(_route(nxt)), [*nxt_targets, FALLBACK]
-            )
-        else:
-            _connect(graph, reducer, nxt, nxt_targets)
+        # On, or to the fallback when the layer is below its quorum, or (a resumed run that
+        # failed there) back to the proposers whose calls failed.
+        graph.add_conditional_edges(
+            reducer,
+            route_after_layer(_route(nxt)),
+            [*nxt_targets, FALLBACK] if fallback else [*nxt_targets, *seats],
+        )
     if spec.aggregator.fallback is not None:
         # A whole layer failed: the aggregator's fallback answers the user directly.
         seat = Seat(node=FALLBACK, layer=final_layer, role="aggregator", references=False)
         _add_model(graph, spec.aggregator.fallback, spec, seat, END, chat_models)
         graph.add_edge(FALLBACK, END)
-    if spec.review:
-        graph.add_node(REVIEW, with_sync(review, REVIEW))
-        _connect(graph, REVIEW, to_aggregator or [AGGREGATOR], aggregator_entry)
+    if spec.review:  # the reviewer's answer or rejection ends the turn there
+        graph.add_node(REVIEW, with_sync(review_node(spec), REVIEW))
+        graph.add_conditional_edges(
+            REVIEW,
+            route_after_review(_route(to_aggregator or [AGGREGATOR])),
+            [*aggregator_entry, END],
+        )
     if to_aggregator is not None:  # Self-MoA-Seq: one call per window but the last
         seat = Seat(node=WINDOW, layer=final_layer, role="aggregator", references=True)
         _add_model(graph, spec.aggregator, spec, seat, AGGREGATOR, chat_models)

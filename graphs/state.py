@@ -8,15 +8,14 @@ so every checkpoint can be stored, diffed and shown in Studio.
 from __future__ import annotations
 
 import json
-import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, convert_to_messages
 from langgraph.graph.message import Messages, add_messages
-from pydantic import ValidationError
+from pydantic import ConfigDict, ValidationError, with_config
 from typing_extensions import NotRequired, TypedDict
 
 from langgraph_moa.errors import InvalidInputError
@@ -115,10 +114,23 @@ class EarlyStop(TypedDict):
     """First-attempt calls the skipped layers would have made (proposers, rankers, judges)."""
 
 
-def merge_answers(left: dict[str, str], right: dict[str, str]) -> dict[str, str]:
+def merge_answers(left: dict[str, str], right: dict[str, str] | None) -> dict[str, str]:
     """Answers keyed by node name: every proposer writes its own key, so parallel writes
-    never clash and a resumed run keeps the answers that were already checkpointed."""
+    never clash and a resumed run keeps the answers that were already checkpointed.
+    ``None`` empties it (a new turn), so node updates stay plain data in every stream."""
+    if right is None:
+        return {}
     return {**left, **right}
+
+
+T = TypeVar("T")
+
+
+def add_records(left: list[T], right: list[T] | None) -> list[T]:
+    """Append-only records (calls, rankings, stop checks); ``None`` empties them (a new turn)."""
+    if right is None:
+        return []
+    return [*left, *right]
 
 
 def add_conversation(left: Messages, right: Messages) -> Messages:
@@ -151,19 +163,41 @@ class InputState(TypedDict):
     messages: Annotated[list[AnyMessage], add_conversation]
 
 
+ReviewDecision = Literal["accept", "edit", "response", "ignore"]
+
+
+class ReviewOutcome(TypedDict):
+    """What the human reviewer decided (``review: true`` specs)."""
+
+    decision: ReviewDecision
+    """accept: aggregate as is; edit: aggregate the edited references; response: the
+    reviewer's text is the answer; ignore: rejected, the turn ended without an answer."""
+    text: NotRequired[str]
+    """The reviewer's answer (decision ``response``)."""
+
+
+@with_config(ConfigDict(use_attribute_docstrings=True))
 class OutputState(TypedDict):
     """What a run returns: the answer, what the aggregator saw, and what every call cost."""
 
     messages: Annotated[list[AnyMessage], add_conversation]
+    """The conversation: your messages and every answer so far (each model's name on its
+    message)."""
     answer: str
+    """This turn's answer (empty if the run paused for review or the reviewer rejected it)."""
     references: list[str]
+    """The answers the final model read, in order (after review edits)."""
     answers: Annotated[dict[str, str], merge_answers]
-    calls: Annotated[list[Call], operator.add]
+    """Every proposer's answer this turn, by node (``layer_2/<model>``)."""
+    calls: Annotated[list[Call], add_records]
+    """One record per model call this turn: status, attempts, tokens, latency, cost, error."""
     fallback_reason: NotRequired[str]
     """Set when a whole layer failed and the aggregator's fallback answered the user."""
-    rankings: NotRequired[Annotated[list[LayerRanking], operator.add]]
+    review: NotRequired[ReviewOutcome | None]
+    """The human review's decision this turn (specs with ``review: true``)."""
+    rankings: NotRequired[Annotated[list[LayerRanking], add_records]]
     """Rank-then-fuse: one record per ranked layer."""
-    stop_checks: NotRequired[Annotated[list[StopCheck], operator.add]]
+    stop_checks: NotRequired[Annotated[list[StopCheck], add_records]]
     """Early stopping: one record per decision."""
     early_stop: NotRequired[EarlyStop | None]
     """Early stopping: set when the layer stack ended before its last layer."""
@@ -183,6 +217,12 @@ class MoAState(OutputState):
     run_params: NotRequired[dict[str, Any]]
     """The run's overrides of model settings (``Context.temperature``/``max_tokens``), written
     by ``layer_1``: part of every cache key, so a changed override never reuses an answer."""
+    redo: NotRequired[list[str]]
+    """Proposer nodes a layer's reducer sends the run back to: on a resumed run, the seats
+    whose calls failed and broke the quorum (empty otherwise)."""
+    topology: NotRequired[dict[str, Any] | None]
+    """LangGraph server: what the thread's first run chose (``{"preset": name}`` or
+    ``{"spec": {...}}``), so every later read, resume and turn of the thread uses that graph."""
 
 
 @dataclass(kw_only=True)

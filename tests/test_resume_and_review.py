@@ -1,0 +1,119 @@
+"""In-process checks of what the LangGraph server relies on (issue 21): a failed run resumed
+calls only what failed; the review interrupt's payload and every resume value; errors whose
+message the server passes on; node updates that are plain data."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from langgraph_moa.errors import (
+    CostLimitError,
+    InvalidInputError,
+    LayerFailedError,
+    ModelCallError,
+    SpecError,
+)
+from langgraph_moa.graphs.builder import create_moa
+from langgraph_moa.testing import Behavior
+
+Q = "What is 2+2?"
+
+
+def thread() -> dict[str, Any]:
+    return {"configurable": {"thread_id": f"t-{uuid.uuid4()}"}}
+
+
+def two_layers(model, **extra: Any) -> dict[str, Any]:
+    return {
+        "layers": [[model("a"), model("b")], [model("a"), model("b")]],
+        "aggregator": model("agg"),
+        **extra,
+    }
+
+
+def test_run_errors_subclass_builtins_the_langgraph_server_shows():
+    """The server blanks the message of exceptions outside its allowlist (ValueError,
+    RuntimeError, ...); every project error is one of those."""
+    from langgraph_api.serde import default  # the server's own encoder of errors
+
+    errors: list[Exception] = [
+        LayerFailedError(1, {"a": "HTTP 500: boom"}, 2, 1),
+        CostLimitError(0.01, 0.02, 0.5, "aggregator"),
+        ModelCallError("agg", "HTTP 503: overloaded"),
+        SpecError("context.preset: unknown 'x'"),
+        InvalidInputError("the question is empty"),
+    ]
+    for error in errors:
+        encoded = default(error)
+        assert encoded == {"error": type(error).__name__, "message": str(error)}
+        assert encoded["message"] != "An internal error occurred"
+
+
+# --------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+async def test_resume_after_layer_failure_calls_only_the_failed_proposer(server, model, layer):
+    """Proposer ``c`` of layer ``layer`` answers 500 on every attempt, so the layer loses
+    its quorum and the run fails. The model recovers; resuming the thread (``invoke(None)``)
+    calls c once more and nothing that had answered, and the run finishes."""
+    layers = [[model("a"), model("b")], [model("a"), model("b")]]
+    layers[layer - 1][1] = model("c")
+    spec = {"layers": layers, "aggregator": model("agg"), "min_successful": 2}
+    attempts = model("c")["retry"]["max_attempts"]
+    server.set_behavior("c", Behavior(always_status=500))
+    graph = create_moa(spec, checkpointer=InMemorySaver())
+    config = thread()
+    with pytest.raises(LayerFailedError, match="c: HTTP 500"):
+        await graph.ainvoke({"messages": [("user", Q)]}, config)
+    state = await graph.aget_state(config)
+    assert state.next == (f"layer_{layer}/aggregate",)
+    before = {m: len(server.log(m)) for m in ("a", "b", "c", "agg")}
+    assert before["c"] == attempts and before["agg"] == 0
+
+    server.set_behavior("c", None)  # the outage is over
+    out = await graph.ainvoke(None, config)
+    assert out["answer"] == f"agg says: {Q}"
+    after = {m: len(server.log(m)) for m in ("a", "b", "c", "agg")}
+    # c once; a (and b) only in the layers that had not run yet; the aggregator once.
+    later = 2 - layer
+    assert after == {
+        "a": before["a"] + later,
+        "b": before["b"] + later,
+        "c": before["c"] + 1,
+        "agg": 1,
+    }
+    failed = [c["node"] for c in out["calls"] if c["status"] == "failed"]
+    assert failed == [f"layer_{layer}/c"]  # the failed call stays on the record
+    assert (await graph.aget_state(config)).next == ()
+
+
+async def test_resume_that_fails_again_fails_with_the_layer_error(server, model):
+    spec = two_layers(model, min_successful=2)
+    server.set_behavior("b", Behavior(always_status=503))
+    graph = create_moa(spec, checkpointer=InMemorySaver())
+    config = thread()
+    with pytest.raises(LayerFailedError):
+        await graph.ainvoke({"messages": [("user", Q)]}, config)
+    with pytest.raises(LayerFailedError, match="b: HTTP 503"):
+        await graph.ainvoke(None, config)
+    # still resumable, and a new turn works as before
+    server.set_behavior("b", None)
+    out = await graph.ainvoke(None, config)
+    assert out["answer"] == f"agg says: {Q}"
+
+
+async def test_a_new_turn_updates_carry_no_overwrite_markers(server, model):
+    graph = create_moa(two_layers(model), checkpointer=InMemorySaver())
+    config = thread()
+    await graph.ainvoke({"messages": [("user", Q)]}, config)
+    updates = [u async for u in graph.astream({"messages": [("user", "And 3+3?")]}, config)]
+    entry = next(u["layer_1"] for u in updates if "layer_1" in u)
+    assert entry["answers"] is None and entry["calls"] is None  # plain data: "empty these"
+    state = await graph.aget_state(config)
+    assert len(state.values["calls"]) == 5  # this turn's calls only
