@@ -72,7 +72,7 @@ def _add_model(
         if spec.cache
         else None,
         error_handler=with_sync(
-            failure_handler(model, spec, seat, goto, chat_models), f"{seat.node} failed"
+            failure_handler(model, spec, seat, goto, chat_models, node), f"{seat.node} failed"
         ),
         metadata={
             "moa_role": seat.role,

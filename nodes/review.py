@@ -16,8 +16,10 @@ Agent Inbox sends a list):
 * ``False``, ``{"type": "ignore"}``, ``{"approved": false}``: rejected; the turn ends with no
   answer and no aggregator call (``review.decision == "ignore"``).
 
-Anything else is refused with an ``InvalidInputError`` saying what is accepted; the thread
-stays paused, so the reviewer can resume again with a valid value.
+Anything else is refused: the thread pauses again at once, with the same payload plus an
+``error`` saying why and what is accepted, so the reviewer resumes again with a valid value.
+(Raising instead would end the run with that error but leave the thread stuck: LangGraph
+keeps a node's resume values, so every later resume would replay the bad one.)
 """
 
 from __future__ import annotations
@@ -177,7 +179,14 @@ def review_node(spec: MoASpec) -> Callable[[MoAState], Coroutine[Any, Any, dict[
     """The ``review`` node: pause, then apply the reviewer's decision."""
     async def review(state: MoAState) -> dict[str, Any]:
         labels = reference_labels(spec, state)
-        outcome, references = decide(interrupt(payload(spec, state)), labels)
+        question = payload(spec, state)
+        value = interrupt(question)
+        while True:
+            try:
+                outcome, references = decide(value, labels)
+                break
+            except InvalidInputError as refused:
+                value = interrupt({**question, "error": str(refused)})
         update: dict[str, Any] = {"review": outcome}
         if references is not None:
             update["references"] = references

@@ -4,6 +4,7 @@ message the server passes on; node updates that are plain data."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -117,3 +118,132 @@ async def test_a_new_turn_updates_carry_no_overwrite_markers(server, model):
     assert entry["answers"] is None and entry["calls"] is None  # plain data: "empty these"
     state = await graph.aget_state(config)
     assert len(state.values["calls"]) == 5  # this turn's calls only
+
+
+async def test_resume_after_aggregator_failure_calls_only_the_aggregator(server, model):
+    graph = create_moa(two_layers(model), checkpointer=InMemorySaver())
+    config = thread()
+    server.set_behavior("agg", Behavior(always_status=500))
+    with pytest.raises(ModelCallError, match="agg: HTTP 500"):
+        await graph.ainvoke({"messages": [("user", Q)]}, config)
+    before = {m: len(server.log(m)) for m in ("a", "b", "agg")}
+    server.set_behavior("agg", None)
+    out = await graph.ainvoke(None, config)
+    assert out["answer"] == f"agg says: {Q}"
+    after = {m: len(server.log(m)) for m in ("a", "b", "agg")}
+    assert after == {**before, "agg": before["agg"] + 1}
+
+
+# --------------------------------------------------------------------------- review
+
+
+async def _paused(server, model) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    graph = create_moa(two_layers(model, review=True), checkpointer=InMemorySaver())
+    config = thread()
+    out = await graph.ainvoke({"messages": [("user", Q)]}, config)
+    [pause] = out["__interrupt__"]
+    return graph, config, pause.value
+
+
+async def test_review_payload_is_a_human_interrupt_with_labelled_references(server, model):
+    _, _, value = await _paused(server, model)
+    refs = [f"a says: {Q}", f"b says: {Q}"]
+    assert value["references"] == refs  # the plain list stays for older clients
+    assert value["action_request"] == {
+        "action": "review_references",
+        "args": {"question": Q, "a": refs[0], "b": refs[1]},
+    }
+    assert value["config"] == {
+        "allow_accept": True,
+        "allow_edit": True,
+        "allow_respond": True,
+        "allow_ignore": True,
+    }
+    assert isinstance(value["description"], str) and value["description"]
+
+
+@pytest.mark.parametrize(
+    ("decision", "references"),
+    [
+        (True, None),
+        ({"type": "accept"}, None),
+        ([{"type": "accept", "args": None}], None),
+        ({"approved": True}, None),
+        (["edited"], ["edited"]),
+        ({"references": ["x", "y"]}, ["x", "y"]),
+        ({"type": "edit", "args": {"question": Q, "b": "only b"}}, ["only b"]),
+        (
+            [{"type": "edit", "args": {"action": "review_references", "args": {"a": "A!"}}}],
+            ["A!"],
+        ),
+    ],
+    ids=["true", "accept", "inbox-accept", "approved", "list", "refs", "edit", "inbox-edit"],
+)
+async def test_review_accept_and_edit_aggregate(server, model, decision, references):
+    graph, config, value = await _paused(server, model)
+    out = await graph.ainvoke(Command(resume=decision), config)
+    assert out["answer"] == f"agg says: {Q}"
+    expected = references or value["references"]
+    assert out["references"] == expected
+    [agg] = server.log("agg")
+    assert agg["messages"][0]["content"].endswith(
+        "".join(f"\n{i}. {r}" for i, r in enumerate(expected, 1))
+    )
+    assert out["review"]["decision"] == ("accept" if references is None else "edit")
+
+
+@pytest.mark.parametrize(
+    "decision", [False, {"type": "ignore"}, {"approved": False}, [{"type": "ignore"}]]
+)
+async def test_review_reject_ends_the_turn_without_the_aggregator(server, model, decision):
+    graph, config, _ = await _paused(server, model)
+    out = await graph.ainvoke(Command(resume=decision), config)
+    assert server.log("agg") == []
+    assert out["answer"] == "" and out["review"] == {"decision": "ignore"}
+    assert [m.type for m in out["messages"]] == ["human"]
+    state = await graph.aget_state(config)
+    assert state.next == ()
+    # the thread goes on: the next turn is an ordinary run
+    again = await graph.ainvoke({"messages": [("user", "And 3+3?")]}, config)
+    assert again["__interrupt__"] and again["answer"] == ""
+
+
+async def test_review_response_is_the_answer(server, model):
+    graph, config, _ = await _paused(server, model)
+    out = await graph.ainvoke(Command(resume={"type": "response", "args": "It is 4."}), config)
+    assert server.log("agg") == []
+    assert out["answer"] == "It is 4."
+    assert out["messages"][-1].content == "It is 4." and out["messages"][-1].name == "reviewer"
+    assert out["review"] == {"decision": "response", "text": "It is 4."}
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ([], "non-empty list"),
+        (["ok", 3], r"the list\[1\] is int"),
+        ({"type": "nope"}, "unknown type 'nope'"),
+        ({"type": "response", "args": ""}, "response args"),
+        ({"type": "edit", "args": {"zed": "x"}}, r"unknown label\(s\) \['zed'\]"),
+        ({"approved": "yes"}, "approved must be true or false"),
+        ("go", "got str"),
+        (42, "got int"),
+    ],
+)
+async def test_bad_resume_values_are_refused_and_the_thread_stays_paused(
+    server, model, bad, why
+):
+    """Refused: the thread pauses again with the reason (and what is accepted), and the
+    next valid value goes on."""
+    graph, config, first = await _paused(server, model)
+    out = await graph.ainvoke(Command(resume=bad), config)
+    [again] = out["__interrupt__"]
+    assert again.value == {**first, "error": again.value["error"]}
+    assert re.search(why, again.value["error"])
+    assert "accepted: true | false" in again.value["error"]
+    assert server.log("agg") == []
+    state = await graph.aget_state(config)
+    assert state.next == ("review",)
+    out = await graph.ainvoke(Command(resume=True), config)  # a valid value still works
+    assert out["answer"] == f"agg says: {Q}"
+    assert len(server.log("agg")) == 1
