@@ -89,6 +89,7 @@ def build_graph(
     preset: str | None = None,
     chat_models: Mapping[str, BaseChatModel] | None = None,
     context_schema: type[Context] = Context,
+    topology: Mapping[str, Any] | None = None,
 ) -> MoAGraph:
     """The MoA graph for ``spec`` (a ``MoASpec``, dict, YAML/JSON path) or ``preset``.
 
@@ -96,6 +97,9 @@ def build_graph(
     fake in tests); every other model is created from its spec on first use.
     ``context_schema``: ``Context`` or a subclass with other defaults (the LangGraph server's
     graphs stream proposers by default).
+    ``topology``: where the spec came from (``{"preset": name}`` / ``{"spec": {...}}``),
+    recorded in state by every turn's first layer; the LangGraph server's factory reads it
+    back so a thread keeps its graph.
     """
     spec = resolve_spec(spec, preset=preset)
     chat_models = dict(chat_models or {})
@@ -113,7 +117,9 @@ def build_graph(
     for k, models in enumerate(spec.layers, 1):
         entry, reducer = names.layer(k), names.aggregate(k)
         graph.add_node(
-            entry, with_sync(layer_entry(k, spec, chat_models), entry), metadata={"moa_layer": k}
+            entry,
+            with_sync(layer_entry(k, spec, chat_models, topology), entry),
+            metadata={"moa_layer": k},
         )
         if k == 1:
             graph.add_edge(START, entry)

@@ -225,71 +225,109 @@ class MoAState(OutputState):
     ``{"spec": {...}}``), so every later read, resume and turn of the thread uses that graph."""
 
 
+def ui(description: str, kind: str, **extra: Any) -> dict[str, Any]:
+    """A context field's metadata: the description and the form control a UI should draw
+    (``x_oap_ui_config``, as LangChain's Open Agent Platform templates do), plus pydantic
+    bounds (``ge``/``le``) that become the JSON schema's ``minimum``/``maximum``."""
+    bounds: dict[str, Any] = {k: extra.pop(k) for k in ("ge", "le") if k in extra}
+    control = {"type": kind, "description": description, **extra}
+    if "ge" in bounds:
+        control.setdefault("min", bounds["ge"])
+    if "le" in bounds:
+        control.setdefault("max", bounds["le"])
+    return {
+        "description": description,
+        "json_schema_extra": {"x_oap_ui_config": control},
+        **bounds,
+    }
+
+
 @dataclass(kw_only=True)
 class Context:
-    """Per-run settings that never change the graph's shape (Studio shows these fields)."""
+    """Settings for a run: which mixture answers (preset) and how its models sample."""
 
     temperature: float | None = field(
         default=None,
-        metadata={"description": "Override every model's temperature for this run."},
+        metadata=ui(
+            "Sampling temperature for every model of this run, from 0 (focused) to 2"
+            " (varied). Empty: each model's own setting.",
+            "slider",
+            ge=0,
+            le=2,
+            step=0.1,
+        ),
     )
     max_tokens: int | None = field(
         default=None,
-        metadata={"description": "Override every model's max_tokens for this run."},
+        metadata=ui(
+            "Longest answer any model of this run may write, in tokens. Empty: each"
+            " model's own limit.",
+            "number",
+            ge=1,
+            le=MAX_TOKENS,
+        ),
     )
     stop: list[str] | None = field(
         default=None,
-        metadata={
-            "description": "Stop sequences for the answer (the aggregator and its fallback);"
-            " proposers write whole answers, since the aggregator reads them. At most 4, each"
-            " at most 64 characters."
-        },
+        metadata=ui(
+            "Up to 4 stop sequences (each at most 64 characters) for the final answer;"
+            " the models whose answers it combines always write theirs in full.",
+            "json",
+        ),
     )
     stream_proposers: bool = field(
         default=False,
-        metadata={
-            "description": "Stream every proposer's tokens in stream_mode='messages' (the"
-            " aggregator's always stream there). Off by default: a caller watching the answer"
-            " does not pay for proposer tokens; the LangGraph server's graphs turn it on."
-        },
+        metadata=ui(
+            "Stream every model's answer as it is written, not only the final one.",
+            "boolean",
+        ),
     )
     max_cost: float | None = field(
         default=None,
-        metadata={
-            "description": "USD this run may spend (overrides the spec's max_cost): it stops"
-            " before a step whose worst-case cost would exceed it."
-        },
+        metadata=ui(
+            "Most this run may spend, in US dollars: it stops before a step that could"
+            " cost more. Empty: the mixture's own limit, if any.",
+            "number",
+            ge=0,
+        ),
     )
     preset: str | None = field(
         default=None,
-        metadata={
-            "description": "Built-in preset to run (moa, moa-lite, moa-gpt4o, self-moa, local);"
-            " read by the server's graph factory, which builds that topology."
-        },
+        metadata=ui(
+            "Which mixture of models answers: a built-in preset or one the server"
+            " registered. Empty: the graph's default. A conversation (thread) keeps the"
+            " mixture its first run used.",
+            "select",
+        ),
     )
     spec: dict[str, Any] | None = field(
         default=None,
-        metadata={"description": "A whole spec (as in a YAML/JSON file) instead of a preset."},
+        metadata=ui(
+            "A whole mixture definition (layers of models and a final model, as in a"
+            " spec file) instead of a preset; only on servers that accept run specs.",
+            "json",
+        ),
     )
     tools: list[dict[str, Any]] | None = field(
         default=None,
-        metadata={
-            "description": "Tools (OpenAI tool schemas) the final answer may call: handed to"
-            " the aggregator and its fallback only; proposers see tool turns as plain text."
-        },
+        metadata=ui(
+            "Tools the final answer may call, as OpenAI tool schemas; the other models"
+            " read tool results as text.",
+            "json",
+        ),
     )
     tool_choice: str | dict[str, Any] | None = field(
         default=None,
-        metadata={"description": "'auto', 'none', 'any'/'required' or a tool's name."},
+        metadata=ui("'auto', 'none', 'required' or the name of one tool.", "text"),
     )
     response_format: dict[str, Any] | None = field(
         default=None,
-        metadata={
-            "description": "The answer's format, as OpenAI's response_format ({'type':"
-            " 'json_object'} or {'type': 'json_schema', 'json_schema': {'name': ..., 'schema':"
-            " ...}}): handed to the aggregator and its fallback only (OpenAI-compatible"
-            " providers); proposers answer in prose for the aggregator to read."
-        },
+        metadata=ui(
+            "The final answer's format, as OpenAI's response_format: {'type':"
+            " 'json_object'} or {'type': 'json_schema', 'json_schema': {'name': ...,"
+            " 'schema': {...}}}.",
+            "json",
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -441,10 +479,18 @@ def check_stop(stop: object) -> None:
 
 @dataclass(kw_only=True)
 class ServerContext(Context):
-    """``Context`` of the LangGraph server's graphs (``langgraph dev``, Studio): watching every
-    proposer type side by side is the point there, so proposers stream by default."""
+    """Settings for a run: which mixture answers (preset) and how its models sample."""
+
+    # The LangGraph server's context (``langgraph dev``, Studio): watching every proposer
+    # type side by side is the point there, so proposers stream by default. The server's
+    # graph factory (graphs/studio.py) subclasses it per run policy: ``preset`` lists the
+    # names a run may choose, and ``spec`` is left out unless the server accepts run specs.
 
     stream_proposers: bool = field(
         default=True,
-        metadata={"description": "Stream every proposer's tokens (messages stream)."},
+        metadata=ui(
+            "Stream every model's answer as it is written (on here: watching the models"
+            " answer side by side is what Studio is for).",
+            "boolean",
+        ),
     )

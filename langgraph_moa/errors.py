@@ -33,8 +33,15 @@ class SpecError(MoAError, ValueError):
 class MissingAPIKeyError(SpecError):
     """Environment variables named by ``api_key_env`` are unset; lists all of them at once."""
 
-    def __init__(self, missing: dict[str, list[str]]):
+    def __init__(self, missing: dict[str, list[str]], *, public: bool = True):
         self.missing = missing  # variable name -> model names that need it
+        if not public:  # a server's client: which variables exist is the operator's business
+            models = sorted({m for names in missing.values() for m in names})
+            super().__init__(
+                f"{', '.join(models)}: not configured on this server (an API key is missing;"
+                " the server's log names it)"
+            )
+            return
         lines = [f"  {var} (needed by {', '.join(models)})" for var, models in missing.items()]
         super().__init__("missing API key environment variable(s):\n" + "\n".join(lines))
 

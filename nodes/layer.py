@@ -14,9 +14,9 @@ from typing import Any
 import regex
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AnyMessage
-from langgraph.runtime import Runtime
 from langchain_core.runnables import RunnableConfig
 from langgraph._internal._constants import CONFIG_KEY_RESUMING
+from langgraph.runtime import Runtime
 
 from langgraph_moa import costs
 from langgraph_moa.errors import CostLimitError, InvalidInputError, LayerFailedError
@@ -102,9 +102,13 @@ def strip_reasoning(text: str, spec: MoASpec) -> str:
 
 
 def layer_entry(
-    layer: int, spec: MoASpec, chat_models: Mapping[str, BaseChatModel] | None = None
+    layer: int,
+    spec: MoASpec,
+    chat_models: Mapping[str, BaseChatModel] | None = None,
+    topology: Mapping[str, Any] | None = None,
 ) -> Callable[[MoAState, Runtime[Context]], Coroutine[Any, Any, dict[str, Any]]]:
-    """Entry of a proposer layer: the node every proposer of the layer fans out from."""
+    """Entry of a proposer layer: the node every proposer of the layer fans out from.
+    The first layer's also records ``topology`` (the LangGraph server's graphs)."""
 
     async def enter(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
         runtime.stream_writer(
@@ -142,6 +146,7 @@ def layer_entry(
             "window": 0,
             "redo": [],
             "review": None,
+            **({"topology": dict(topology)} if topology is not None else {}),
         }
 
     return enter
@@ -178,9 +183,7 @@ def resuming(config: RunnableConfig | None) -> bool:
 
 def layer_reducer(
     layer: int, spec: MoASpec
-) -> Callable[
-    [MoAState, Runtime[Context], RunnableConfig], Coroutine[Any, Any, dict[str, Any]]
-]:
+) -> Callable[[MoAState, Runtime[Context], RunnableConfig], Coroutine[Any, Any, dict[str, Any]]]:
     """Collect a layer's answers into ``references``, in spec order, and apply the quorum.
 
     Spec order (not completion order) makes runs reproducible and matches the reference

@@ -189,8 +189,8 @@ def failure_handler(
                 message, done = await answer(
                     state, fallback, spec, seat, runtime, None, 1, chat_models
                 )
-            except Exception as exc:
-                reason += f"; fallback {fallback.name}: {describe(exc)}"
+            except Exception as fallback_error:
+                reason += f"; fallback {fallback.name}: {describe(fallback_error)}"
                 fallback = fallback.fallback
                 continue
             done["status"] = "fallback"

@@ -89,7 +89,7 @@ def payload(spec: MoASpec, state: MoAState) -> dict[str, Any]:
     return {
         "action_request": {
             "action": ACTION,
-            "args": {QUESTION: _question(state), **dict(zip(labels, references))},
+            "args": {QUESTION: _question(state), **dict(zip(labels, references, strict=True))},
         },
         "config": {
             "allow_accept": True,
@@ -177,10 +177,13 @@ def decide(value: Any, labels: list[str]) -> tuple[ReviewOutcome, list[str] | No
 
 def review_node(spec: MoASpec) -> Callable[[MoAState], Coroutine[Any, Any, dict[str, Any]]]:
     """The ``review`` node: pause, then apply the reviewer's decision."""
+
     async def review(state: MoAState) -> dict[str, Any]:
         labels = reference_labels(spec, state)
         question = payload(spec, state)
         value = interrupt(question)
+        outcome: ReviewOutcome
+        references: list[str] | None
         while True:
             try:
                 outcome, references = decide(value, labels)
@@ -206,8 +209,8 @@ def route_after_review(
     rejected."""
 
     def route(state: MoAState) -> str | list[str]:
-        outcome = state.get("review") or {}
-        if outcome.get("decision") in ("response", "ignore"):
+        outcome = state.get("review")
+        if outcome is not None and outcome["decision"] in ("response", "ignore"):
             return END
         return next_step(state)
 

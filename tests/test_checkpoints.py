@@ -138,7 +138,11 @@ async def test_review_interrupt_and_resume(saver, server, model, decision):
     original = [f"a says: {Q1}", f"b says: {Q1}"]
     [interrupt] = paused["__interrupt__"]
     assert interrupt.value["references"] == original
-    assert interrupt.value["action_request"]["args"] == {"question": Q1, "a": original[0], "b": original[1]}
+    assert interrupt.value["action_request"]["args"] == {
+        "question": Q1,
+        "a": original[0],
+        "b": original[1],
+    }
     assert server.log("agg") == []
     state = await graph.aget_state(config)
     assert state.next == ("review",)

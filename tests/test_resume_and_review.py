@@ -230,9 +230,7 @@ async def test_review_response_is_the_answer(server, model):
         (42, "got int"),
     ],
 )
-async def test_bad_resume_values_are_refused_and_the_thread_stays_paused(
-    server, model, bad, why
-):
+async def test_bad_resume_values_are_refused_and_the_thread_stays_paused(server, model, bad, why):
     """Refused: the thread pauses again with the reason (and what is accepted), and the
     next valid value goes on."""
     graph, config, first = await _paused(server, model)
