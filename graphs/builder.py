@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.graph import Graph
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import CachePolicy
@@ -46,6 +48,38 @@ MoAGraph = StateGraph[MoAState, Context, InputState, OutputState]
 """The uncompiled MoA graph (``build_graph``)."""
 CompiledMoA = CompiledStateGraph[MoAState, Context, InputState, OutputState]
 """The compiled MoA graph (``create_moa``)."""
+
+_HANDLER_PREFIX = "__error_handler__"
+"""How LangGraph names the node of a node's ``error_handler`` (one per model node)."""
+
+
+class _Drawn(CompiledStateGraph[MoAState, Context, InputState, OutputState]):
+    """A compiled MoA graph whose drawing leaves out the error-handler nodes.
+
+    LangGraph registers each node's ``error_handler`` as a node of its own, which
+    ``get_graph`` draws unconnected (Studio showed a dozen loose ``__error_handler__*``
+    boxes); a handler is part of its model node, as retries are."""
+
+    def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Graph:
+        return _without_handlers(super().get_graph(config, xray=xray))
+
+    async def aget_graph(
+        self, config: RunnableConfig | None = None, *, xray: int | bool = False
+    ) -> Graph:
+        return _without_handlers(await super().aget_graph(config, xray=xray))
+
+
+def _without_handlers(drawing: Graph) -> Graph:
+    for node_id in [n for n in drawing.nodes if n.split(":")[-1].startswith(_HANDLER_PREFIX)]:
+        drawing.remove_node(drawing.nodes[node_id])
+    return drawing
+
+
+def compile_moa(graph: MoAGraph, **compile_kwargs: Any) -> CompiledMoA:
+    """``graph.compile(**compile_kwargs)``, drawn without LangGraph's error-handler nodes."""
+    compiled = graph.compile(**compile_kwargs)
+    compiled.__class__ = _Drawn  # same object layout; only the drawing methods differ
+    return compiled
 
 
 Step = list[str] | Callable[[Any], str]
@@ -273,7 +307,7 @@ def create_moa(
     chat_models: Mapping[str, BaseChatModel] | None = None,
     **compile_kwargs: Any,
 ) -> CompiledMoA:
-    """``build_graph(...).compile(**compile_kwargs)`` with the spec's name."""
+    """``compile_moa(build_graph(...), **compile_kwargs)`` with the spec's name."""
     resolved = resolve_spec(spec, preset=preset)
     graph = build_graph(resolved, chat_models=chat_models)
-    return graph.compile(name=resolved.name, **compile_kwargs)
+    return compile_moa(graph, **{"name": resolved.name, **compile_kwargs})

@@ -181,8 +181,7 @@ class OutputState(TypedDict):
     """What a run returns: the answer, what the aggregator saw, and what every call cost."""
 
     messages: Annotated[list[AnyMessage], add_conversation]
-    """The conversation: your messages and every answer so far (each model's name on its
-    message)."""
+    """The conversation: your messages and every answer so far."""
     answer: str
     """This turn's answer (empty if the run paused for review or the reviewer rejected it)."""
     references: list[str]

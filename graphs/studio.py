@@ -67,7 +67,7 @@ from langgraph_sdk.runtime import ServerRuntime
 from pydantic.json_schema import SkipJsonSchema
 
 from langgraph_moa.errors import InvalidInputError, MissingAPIKeyError, SpecError
-from langgraph_moa.graphs.builder import CompiledMoA, build_graph
+from langgraph_moa.graphs.builder import CompiledMoA, build_graph, compile_moa
 from langgraph_moa.graphs.policy import (
     BASE_URLS_ENV,
     MAX_OVERRIDE_TOKENS,
@@ -201,7 +201,7 @@ def graph_for(
         if graph is not None:
             _CACHE.move_to_end(key)
             return graph
-    graph = build_graph(spec, context_schema=schema, topology=topology).compile(name=name)
+    graph = compile_moa(build_graph(spec, context_schema=schema, topology=topology), name=name)
     with _CACHE_LOCK:
         _CACHE[key] = graph
         while len(_CACHE) > _CACHE_SIZE:

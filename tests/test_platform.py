@@ -260,6 +260,7 @@ async def test_stream_messages_custom_updates(server, model):
     server.set_default(Behavior(latency=0.02, token_delay=0.005))
     graph = create_moa(two_layer_spec(model))
     chunks: dict[str, list[str]] = defaultdict(list)
+    names: dict[str, set[str | None]] = defaultdict(set)
     meta: dict[str, dict[str, Any]] = {}
     whole: list[AIMessage] = []
     events: list[dict[str, Any]] = []
@@ -275,6 +276,7 @@ async def test_stream_messages_custom_updates(server, model):
             if isinstance(message, AIMessageChunk):
                 chunks[message.id].append(message.text)
                 meta[message.id] = metadata
+                names[message.id].add(message.name)
             else:
                 whole.append(message)
         elif mode == "custom":
@@ -284,8 +286,16 @@ async def test_stream_messages_custom_updates(server, model):
         else:
             final = chunk
 
-    # One streamed message per model call, tagged with the node and its MoA role.
+    # One streamed message per model call, tagged with the node and its MoA role, every
+    # chunk named after its model (a chat view shows who speaks).
     by_node = {m["langgraph_node"]: mid for mid, m in meta.items()}
+    assert {node: names[mid] for node, mid in by_node.items()} == {
+        "layer_1/a": {"a"},
+        "layer_1/b": {"b"},
+        "layer_2/a": {"a"},
+        "layer_2/b": {"b"},
+        "aggregator": {"agg"},
+    }
     assert set(by_node) == {"layer_1/a", "layer_1/b", "layer_2/a", "layer_2/b", "aggregator"}
     assert len(meta) == 5
     agg = meta[by_node["aggregator"]]
