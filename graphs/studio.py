@@ -226,7 +226,7 @@ def _describe(topology: Mapping[str, Any]) -> str:
     if "preset" in topology:
         name = topology["preset"]
         return f"preset {name!r}" if isinstance(name, str) and len(name) <= 64 else "a preset"
-    return "a spec given by its first run"
+    return "a whole spec"
 
 
 async def _recorded(config: RunnableConfig | None) -> dict[str, Any] | None:
@@ -283,8 +283,9 @@ def _resolve(
             spec = wanted
         elif (asked := _asked(context, configurable)) is not None and _dump(wanted) != _dump(spec):
             raise SpecError(
-                f"this thread runs {_describe(recorded or {})}; a run on it cannot switch to"
-                f" {_describe(asked)}: start a new thread for another mixture"
+                f"this thread runs {_describe(recorded or {})} (its first run's choice); a run"
+                f" on it cannot switch to {_describe(asked)}: start a new thread for another"
+                " mixture"
             )
         if missing := spec.missing_keys():
             # Which variables are unset is the operator's business, not the client's.
