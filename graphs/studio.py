@@ -144,9 +144,12 @@ def check_context(context: Mapping[str, Any] | None, graph: str = "moa") -> None
 
 
 @functools.lru_cache(maxsize=16)
-def context_schema(names: tuple[str, ...], trusted: bool, default: str) -> type[ServerContext]:
+def context_schema(
+    names: tuple[str, ...], trusted: bool, default: str, max_tokens: int = MAX_OVERRIDE_TOKENS
+) -> type[ServerContext]:
     """The context class of the server's graphs under a policy: ``preset`` is one of
-    ``names`` (a select in Studio), and ``spec`` is hidden unless ``trusted``."""
+    ``names`` (a select in Studio), ``spec`` is hidden unless ``trusted``, and
+    ``max_tokens`` is bounded by the policy's cap."""
     choices = cast(Any, Literal).__getitem__(names)
     preset_meta = ui(
         f"Which mixture of models answers: a built-in preset or one this server registered."
@@ -165,7 +168,7 @@ def context_schema(names: tuple[str, ...], trusted: bool, default: str) -> type[
         "Longest answer any model of this run may write, in tokens. Empty: each model's own limit.",
         "number",
         ge=1,
-        le=MAX_OVERRIDE_TOKENS,
+        le=max_tokens,
     )
     fields.append(("max_tokens", int | None, dataclasses.field(default=None, metadata=tokens_meta)))
     cls = dataclasses.make_dataclass(
@@ -179,7 +182,8 @@ def context_schema(names: tuple[str, ...], trusted: bool, default: str) -> type[
 
 
 def _schema_for(pol: RunPolicy) -> type[ServerContext]:
-    return context_schema(tuple(pol.names()), pol.trust_specs, pol.default)
+    cap = min(pol.limits.max_tokens, MAX_OVERRIDE_TOKENS)  # as RunPolicy.resolve checks it
+    return context_schema(tuple(pol.names()), pol.trust_specs, pol.default, cap)
 
 
 def graph_for(

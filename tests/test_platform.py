@@ -139,7 +139,7 @@ def test_context_schema_for_studio_forms(monkeypatch, tmp_path, server, model):
     assert (temperature["minimum"], temperature["maximum"]) == (0, 2)
     assert props["temperature"]["x_oap_ui_config"]["type"] == "slider"
     tokens = props["max_tokens"]["anyOf"][0]
-    assert (tokens["minimum"], tokens["maximum"]) == (1, 32_768)
+    assert (tokens["minimum"], tokens["maximum"]) == (1, 4096)  # the run policy's cap
     assert props["max_cost"]["anyOf"][0]["minimum"] == 0
     assert "``" not in schema["description"] and "LangGraph" not in schema["description"]
     for name, prop in props.items():
