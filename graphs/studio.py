@@ -10,33 +10,28 @@ context (``langgraph_moa.graphs.state.Context``)::
     {"spec": {"layers": [[...]], "aggregator": {...}}}   # a whole spec, as in a YAML file
     {"temperature": 0.2, "max_tokens": 256}     # overrides for every model of the run
 
-Where the spec comes from, first match wins: the run context (``runtime.execution_runtime``),
-then ``config["configurable"]`` (the server mirrors an assistant's context there, so Studio's
-graph view and thread reads of an assistant follow its preset/spec), then the graph's default.
-A ``spec`` must be an object (no file paths from clients). Graphs are compiled without a
-checkpointer (the server provides one) and cached per spec. The factories are coroutines
-that check the policy and build the graph in a worker thread: building even a spec at the
-policy's caps never blocks the server's event loop, which serves every other run.
+Where the spec comes from, first match wins: the topology the thread's first run recorded
+(state key ``topology``, read from the server's checkpointer: a thread keeps its graph for
+every read, update, resume and turn, and a run asking for another one is refused), then the
+run context (``runtime.execution_runtime``), then ``config["configurable"]`` (the server
+mirrors an assistant's context there, so Studio's graph view of an assistant follows its
+preset/spec), then the graph's default. A ``spec`` must be an object (no file paths from
+clients). Graphs are compiled without a checkpointer (the server provides one) and cached per
+spec. The factories are coroutines that check the policy and build the graph in a worker
+thread: building even a spec at the policy's caps never blocks the server's event loop.
 
-What Studio shows
+A run (not a read) is refused when a model's API key is unset, naming the models but not the
+variable (the server's log names it): which variables exist is the operator's business.
+
+What Studio shows (docs/guides/server.md has the user's version)
     * Graph view: ``__start__ -> layer_1 -> layer_1/<model> (parallel fan-out) ->
-      layer_1/aggregate -> layer_2 -> ... -> [review] -> aggregator -> __end__``. Model nodes
-      carry metadata ``moa_role`` (proposer | aggregator), ``moa_layer``, ``moa_model``,
-      ``moa_model_id``; these also tag every model run in the messages stream and in traces.
-    * Input: ``messages`` (the chat view writes here). Output: ``answer``, ``messages`` (the
-      conversation with the aggregator's reply appended), ``references`` (what the
-      aggregator read), ``answers`` (every proposer's text by node) and ``calls`` (one record
-      per model call: status, attempts, tokens, latency, TTFT, error).
-    * Assistant settings: the ``Context`` fields above (preset, spec, temperature, max_tokens).
-    * Streaming: every model's tokens (proposers' and the aggregator's, told apart by
-      ``langgraph_node`` / ``moa_role`` metadata; proposers stream here by default,
-      ``{"stream_proposers": false}`` in the context turns that off), custom progress events
-      (``layer_started``, ``call_started``, ``call_finished``, ``call_error``,
-      ``layer_finished``, ...) and per-node updates. Threads keep the conversation, so a
-      second turn sees the first answer.
-    * Human review: with ``"review": true`` in the spec the run pauses before the aggregator
-      (an interrupt carrying the references); resume with ``true`` to go on, or with a list of
-      strings to replace the references the aggregator reads.
+      layer_1/aggregate -> layer_2 -> ... -> [review] -> aggregator -> __end__``, without
+      LangGraph's error-handler nodes. Model nodes carry metadata ``moa_role``, ``moa_layer``,
+      ``moa_model``, ``moa_model_id``; these also tag every model run in the messages stream
+      and in traces, and streamed chunks are named after their model.
+    * Assistant settings: ``context_schema`` below, per policy: ``preset`` lists the presets
+      and registered specs, ``spec`` is shown only when run specs are accepted.
+    * Output: every field described (``OutputState``'s attribute docstrings).
 
 Security: what a run may ask for is decided by one ``RunPolicy`` (``graphs/policy.py``), read
 from the environment: by default a run names only a built-in preset or a spec the operator
