@@ -177,7 +177,8 @@ def layer_references(
 def resuming(config: RunnableConfig | None) -> bool:
     """Whether this task runs in the first step of a resumed run (``invoke(None, thread)``,
     a ``Command``, a LangGraph server run with no input): LangGraph's own flag, set for the
-    first super-step of a run that continues a checkpoint."""
+    first super-step of a run that continues a checkpoint. (An internal name of LangGraph's;
+    tests/test_resume_and_review.py fails if it ever stops meaning this.)"""
     return bool(((config or {}).get("configurable") or {}).get(CONFIG_KEY_RESUMING))
 
 

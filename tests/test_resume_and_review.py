@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
@@ -27,6 +29,19 @@ Q = "What is 2+2?"
 
 def thread() -> dict[str, Any]:
     return {"configurable": {"thread_id": f"t-{uuid.uuid4()}"}}
+
+
+@pytest_asyncio.fixture(params=["memory", "sqlite"])
+async def saver(request, tmp_path) -> AsyncIterator[Any]:
+    """The failure is read back from the checkpoint on resume: in memory, and serialised."""
+    if request.param == "memory":
+        yield InMemorySaver()
+        return
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "c.sqlite")) as s:
+        await s.setup()
+        yield s
 
 
 def two_layers(model, **extra: Any) -> dict[str, Any]:
@@ -59,7 +74,9 @@ def test_run_errors_subclass_builtins_the_langgraph_server_shows():
 
 
 @pytest.mark.parametrize("layer", [1, 2])
-async def test_resume_after_layer_failure_calls_only_the_failed_proposer(server, model, layer):
+async def test_resume_after_layer_failure_calls_only_the_failed_proposer(
+    server, model, saver, layer
+):
     """Proposer ``c`` of layer ``layer`` answers 500 on every attempt, so the layer loses
     its quorum and the run fails. The model recovers; resuming the thread (``invoke(None)``)
     calls c once more and nothing that had answered, and the run finishes."""
@@ -68,7 +85,7 @@ async def test_resume_after_layer_failure_calls_only_the_failed_proposer(server,
     spec = {"layers": layers, "aggregator": model("agg"), "min_successful": 2}
     attempts = model("c")["retry"]["max_attempts"]
     server.set_behavior("c", Behavior(always_status=500))
-    graph = create_moa(spec, checkpointer=InMemorySaver())
+    graph = create_moa(spec, checkpointer=saver)
     config = thread()
     with pytest.raises(LayerFailedError, match="c: HTTP 500"):
         await graph.ainvoke({"messages": [("user", Q)]}, config)
@@ -120,8 +137,8 @@ async def test_a_new_turn_updates_carry_no_overwrite_markers(server, model):
     assert len(state.values["calls"]) == 5  # this turn's calls only
 
 
-async def test_resume_after_aggregator_failure_calls_only_the_aggregator(server, model):
-    graph = create_moa(two_layers(model), checkpointer=InMemorySaver())
+async def test_resume_after_aggregator_failure_calls_only_the_aggregator(server, model, saver):
+    graph = create_moa(two_layers(model), checkpointer=saver)
     config = thread()
     server.set_behavior("agg", Behavior(always_status=500))
     with pytest.raises(ModelCallError, match="agg: HTTP 500"):
