@@ -81,6 +81,7 @@ __all__ = [
     "moa",
     "moa_local",
     "policy",
+    "refuse_invalid_assistant",
     "spec_from_context",
 ]
 
@@ -129,13 +130,34 @@ def check_context(context: Mapping[str, Any] | None, graph: str = "moa") -> None
     default = "local" if graph == "moa_local" else "moa"
     context = dict(context or {})
     known = {f.name for f in dataclasses.fields(ServerContext)}
-    if unknown := sorted(set(context) - known):
+    if unknown := sorted(str(k)[:64] for k in set(context) - known):
         raise SpecError(f"context: unknown field(s) {unknown[:5]}; known: {sorted(known)}")
     policy(default).resolve(context)
     try:
         ServerContext(**context)  # the remaining per-run checks (stream_proposers ...)
     except InvalidInputError as exc:
         raise SpecError(str(exc)) from None
+
+
+async def refuse_invalid_assistant(ctx: Any, value: Mapping[str, Any]) -> None:
+    """A custom auth handler for ``assistants.create`` / ``assistants.update``: refuses
+    (HTTP 422, the ``SpecError``'s message) a context the server would refuse at run time.
+
+    Register it on the deployment's ``Auth`` object (``langgraph.json`` ``auth``)::
+
+        auth.on.assistants.create(refuse_invalid_assistant)
+        auth.on.assistants.update(refuse_invalid_assistant)
+    """
+    from langgraph_sdk import Auth
+
+    context = value.get("context")
+    if context is None:
+        return
+    graph = value.get("graph_id")
+    try:
+        check_context(context, graph if isinstance(graph, str) else "moa")
+    except SpecError as exc:
+        raise Auth.exceptions.HTTPException(status_code=422, detail=str(exc)) from None
 
 
 @functools.lru_cache(maxsize=16)

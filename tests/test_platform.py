@@ -564,3 +564,15 @@ async def test_a_thread_keeps_the_topology_its_first_run_chose(model, trusted, s
             await graph(execution(None))
     finally:
         os.environ["MOA_TRUST_RUN_SPECS"] = monkey_untrusted
+
+
+async def test_an_auth_handler_refuses_invalid_assistant_contexts():
+    """The LangGraph server checks no assistant context itself; a custom auth handler can."""
+    from langgraph_sdk import Auth
+
+    await studio.refuse_invalid_assistant(None, {"graph_id": "moa", "context": {"preset": "moa"}})
+    await studio.refuse_invalid_assistant(None, {"graph_id": "moa"})  # no context: nothing to do
+    for context in ({"preset": "nope"}, {"temperature": 5}, {"spec": {"layers": []}}):
+        with pytest.raises(Auth.exceptions.HTTPException) as info:
+            await studio.refuse_invalid_assistant(None, {"graph_id": "moa", "context": context})
+        assert info.value.status_code == 422 and "context" in info.value.detail
