@@ -64,6 +64,24 @@ def spec(srv: OpenAIServer, *proposers: str, **extra: Any) -> dict[str, Any]:
     return {"layers": [[m(srv, n) for n in names]], "aggregator": m(srv, "agg"), **extra}
 
 
+AUTH = """
+from langgraph_sdk import Auth
+
+from langgraph_moa.graphs.studio import refuse_invalid_assistant
+
+auth = Auth()
+
+
+@auth.authenticate
+async def everyone(headers: dict) -> str:
+    return "tester"
+
+
+auth.on.assistants.create(refuse_invalid_assistant)
+auth.on.assistants.update(refuse_invalid_assistant)
+"""
+
+
 @pytest.fixture(scope="module")
 def dev(upstream: OpenAIServer, tmp_path_factory) -> Iterator[DevServer]:
     exe = shutil.which("langgraph", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -74,6 +92,14 @@ def dev(upstream: OpenAIServer, tmp_path_factory) -> Iterator[DevServer]:
     folder = tmp_path_factory.mktemp("platform-server")
     team = folder / "team_review.yaml"
     team.write_text(yaml.safe_dump(spec(upstream, review=True)))
+    # The repo's graphs, plus a custom auth that lets everyone in and checks assistant
+    # contexts when they are stored (the server's only hook for that).
+    (folder / "auth.py").write_text(AUTH)
+    config = json.loads((ROOT / "langgraph.json").read_text())
+    config["graphs"] = {k: str(ROOT / v.removeprefix("./")) for k, v in config["graphs"].items()}
+    config["dependencies"] = [str(ROOT)]
+    config["auth"] = {"path": str(folder / "auth.py") + ":auth"}
+    (folder / "langgraph.json").write_text(json.dumps(config))
     port = free_port()
     log = folder / "server.log"
     env = {
@@ -87,7 +113,7 @@ def dev(upstream: OpenAIServer, tmp_path_factory) -> Iterator[DevServer]:
         "MOA_RUN_BASE_URLS": "http://127.0.0.1:*",
     }
     cmd = [exe, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--config", "langgraph.json"]
+    cmd += ["--port", str(port), "--config", str(folder / "langgraph.json")]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd,
@@ -312,13 +338,28 @@ async def test_what_studio_reads(client, fake):
     assert "__overwrite__" not in json.dumps(updates)
 
 
-async def test_an_invalid_assistant_context_fails_its_first_run_clearly(client, fake):
-    """The server stores an assistant's context unchecked (no hook short of a custom auth
-    handler, which can call ``graphs.studio.check_context``); its first run says why."""
-    assistant = await client.assistants.create("moa", context={"preset": "nope"})
+async def test_an_invalid_assistant_context_is_refused_when_stored(client, fake):
+    """With ``refuse_invalid_assistant`` on the deployment's auth, ``assistants.create`` and
+    ``update`` refuse a context a run would refuse, with the run's message."""
+    from langgraph_sdk.errors import UnprocessableEntityError
+
+    for context, why in (({"preset": "nope"}, "unknown 'nope'"), ({"temperature": 5}, "0 to 2")):
+        with pytest.raises(UnprocessableEntityError, match=why):
+            await client.assistants.create("moa", context=context)
+    good = await client.assistants.create("moa", context={"preset": "team_review"})
     try:
-        out = await client.runs.wait(None, assistant["assistant_id"], input=ASK, raise_error=False)
-        error = error_of(out)
-        assert error["error"] == "SpecError" and "unknown 'nope'" in error["message"]
+        with pytest.raises(UnprocessableEntityError, match="max_tokens"):
+            await client.assistants.update(good["assistant_id"], context={"max_tokens": 0})
     finally:
-        await client.assistants.delete(assistant["assistant_id"])
+        await client.assistants.delete(good["assistant_id"])
+
+
+async def test_a_refused_context_fails_the_run_before_any_model_call(client, fake):
+    """Without that handler an assistant's context is stored unchecked; its first run is
+    refused like a run naming the same context, before any model is called."""
+    out = await client.runs.wait(
+        None, "moa", input=ASK, context={"preset": "nope"}, raise_error=False
+    )
+    error = error_of(out)
+    assert error["error"] == "SpecError" and "unknown 'nope'" in error["message"]
+    assert fake.log() == []
