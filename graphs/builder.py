@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.graph import Graph
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import CachePolicy
@@ -32,10 +34,11 @@ from langgraph_moa.graphs.names import AGGREGATOR, FALLBACK, REVIEW, WINDOW
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec, resolve_spec
 from langgraph_moa.graphs.state import Context, InputState, MoAState, OutputState
 from langgraph_moa.nodes.failures import retry_policy
-from langgraph_moa.nodes.layer import layer_entry, layer_reducer, review, route_after_layer
+from langgraph_moa.nodes.layer import layer_entry, layer_reducer, route_after_layer
 from langgraph_moa.nodes.messages import cache_key
 from langgraph_moa.nodes.model import failure_handler, gated, model_node
 from langgraph_moa.nodes.rank import rank_combiner, should_rank
+from langgraph_moa.nodes.review import review_node, route_after_review
 from langgraph_moa.nodes.seat import Seat
 from langgraph_moa.nodes.stop import judge_seat, route_after_stop, should_judge, stop_decider
 from langgraph_moa.nodes.sync import with_sync
@@ -45,6 +48,38 @@ MoAGraph = StateGraph[MoAState, Context, InputState, OutputState]
 """The uncompiled MoA graph (``build_graph``)."""
 CompiledMoA = CompiledStateGraph[MoAState, Context, InputState, OutputState]
 """The compiled MoA graph (``create_moa``)."""
+
+_HANDLER_PREFIX = "__error_handler__"
+"""How LangGraph names the node of a node's ``error_handler`` (one per model node)."""
+
+
+class _Drawn(CompiledStateGraph[MoAState, Context, InputState, OutputState]):
+    """A compiled MoA graph whose drawing leaves out the error-handler nodes.
+
+    LangGraph registers each node's ``error_handler`` as a node of its own, which
+    ``get_graph`` draws unconnected (Studio showed a dozen loose ``__error_handler__*``
+    boxes); a handler is part of its model node, as retries are."""
+
+    def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Graph:
+        return _without_handlers(super().get_graph(config, xray=xray))
+
+    async def aget_graph(
+        self, config: RunnableConfig | None = None, *, xray: int | bool = False
+    ) -> Graph:
+        return _without_handlers(await super().aget_graph(config, xray=xray))
+
+
+def _without_handlers(drawing: Graph) -> Graph:
+    for node_id in [n for n in drawing.nodes if n.split(":")[-1].startswith(_HANDLER_PREFIX)]:
+        drawing.remove_node(drawing.nodes[node_id])
+    return drawing
+
+
+def compile_moa(graph: MoAGraph, **compile_kwargs: Any) -> CompiledMoA:
+    """``graph.compile(**compile_kwargs)``, drawn without LangGraph's error-handler nodes."""
+    compiled = graph.compile(**compile_kwargs)
+    compiled.__class__ = _Drawn  # same object layout; only the drawing methods differ
+    return compiled
 
 
 Step = list[str] | Callable[[Any], str]
@@ -71,7 +106,7 @@ def _add_model(
         if spec.cache
         else None,
         error_handler=with_sync(
-            failure_handler(model, spec, seat, goto, chat_models), f"{seat.node} failed"
+            failure_handler(model, spec, seat, goto, chat_models, node), f"{seat.node} failed"
         ),
         metadata={
             "moa_role": seat.role,
@@ -88,6 +123,7 @@ def build_graph(
     preset: str | None = None,
     chat_models: Mapping[str, BaseChatModel] | None = None,
     context_schema: type[Context] = Context,
+    topology: Mapping[str, Any] | None = None,
 ) -> MoAGraph:
     """The MoA graph for ``spec`` (a ``MoASpec``, dict, YAML/JSON path) or ``preset``.
 
@@ -95,6 +131,9 @@ def build_graph(
     fake in tests); every other model is created from its spec on first use.
     ``context_schema``: ``Context`` or a subclass with other defaults (the LangGraph server's
     graphs stream proposers by default).
+    ``topology``: where the spec came from (``{"preset": name}`` / ``{"spec": {...}}``),
+    recorded in state by every turn's first layer; the LangGraph server's factory reads it
+    back so a thread keeps its graph.
     """
     spec = resolve_spec(spec, preset=preset)
     chat_models = dict(chat_models or {})
@@ -112,10 +151,13 @@ def build_graph(
     for k, models in enumerate(spec.layers, 1):
         entry, reducer = names.layer(k), names.aggregate(k)
         graph.add_node(
-            entry, with_sync(layer_entry(k, spec, chat_models), entry), metadata={"moa_layer": k}
+            entry,
+            with_sync(layer_entry(k, spec, chat_models, topology), entry),
+            metadata={"moa_layer": k},
         )
         if k == 1:
             graph.add_edge(START, entry)
+        seats = [names.proposer(k, str(model.name)) for model in models]
         for model in models:
             seat = Seat(
                 node=names.proposer(k, str(model.name)),
@@ -142,20 +184,25 @@ def build_graph(
         if spec.rankers(k):
             _add_rank(graph, spec, k, chat_models, nxt, nxt_targets)
             nxt = nxt_targets = [names.ranker(k, str(m.name)) for m in spec.rankers(k)]
-        if fallback:  # a layer below its quorum goes to the fallback instead
-            graph.add_conditional_edges(
-                reducer, route_after_layer(_route(nxt)), [*nxt_targets, FALLBACK]
-            )
-        else:
-            _connect(graph, reducer, nxt, nxt_targets)
+        # On, or to the fallback when the layer is below its quorum, or (a resumed run that
+        # failed there) back to the proposers whose calls failed.
+        graph.add_conditional_edges(
+            reducer,
+            route_after_layer(_route(nxt)),
+            [*nxt_targets, FALLBACK] if fallback else [*nxt_targets, *seats],
+        )
     if spec.aggregator.fallback is not None:
         # A whole layer failed: the aggregator's fallback answers the user directly.
         seat = Seat(node=FALLBACK, layer=final_layer, role="aggregator", references=False)
         _add_model(graph, spec.aggregator.fallback, spec, seat, END, chat_models)
         graph.add_edge(FALLBACK, END)
-    if spec.review:
-        graph.add_node(REVIEW, with_sync(review, REVIEW))
-        _connect(graph, REVIEW, to_aggregator or [AGGREGATOR], aggregator_entry)
+    if spec.review:  # the reviewer's answer or rejection ends the turn there
+        graph.add_node(REVIEW, with_sync(review_node(spec), REVIEW))
+        graph.add_conditional_edges(
+            REVIEW,
+            route_after_review(_route(to_aggregator or [AGGREGATOR])),
+            [*aggregator_entry, END],
+        )
     if to_aggregator is not None:  # Self-MoA-Seq: one call per window but the last
         seat = Seat(node=WINDOW, layer=final_layer, role="aggregator", references=True)
         _add_model(graph, spec.aggregator, spec, seat, AGGREGATOR, chat_models)
@@ -260,7 +307,7 @@ def create_moa(
     chat_models: Mapping[str, BaseChatModel] | None = None,
     **compile_kwargs: Any,
 ) -> CompiledMoA:
-    """``build_graph(...).compile(**compile_kwargs)`` with the spec's name."""
+    """``compile_moa(build_graph(...), **compile_kwargs)`` with the spec's name."""
     resolved = resolve_spec(spec, preset=preset)
     graph = build_graph(resolved, chat_models=chat_models)
-    return graph.compile(name=resolved.name, **compile_kwargs)
+    return compile_moa(graph, **{"name": resolved.name, **compile_kwargs})

@@ -8,15 +8,14 @@ so every checkpoint can be stored, diffed and shown in Studio.
 from __future__ import annotations
 
 import json
-import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, convert_to_messages
 from langgraph.graph.message import Messages, add_messages
-from pydantic import ValidationError
+from pydantic import ConfigDict, ValidationError, with_config
 from typing_extensions import NotRequired, TypedDict
 
 from langgraph_moa.errors import InvalidInputError
@@ -115,10 +114,23 @@ class EarlyStop(TypedDict):
     """First-attempt calls the skipped layers would have made (proposers, rankers, judges)."""
 
 
-def merge_answers(left: dict[str, str], right: dict[str, str]) -> dict[str, str]:
+def merge_answers(left: dict[str, str], right: dict[str, str] | None) -> dict[str, str]:
     """Answers keyed by node name: every proposer writes its own key, so parallel writes
-    never clash and a resumed run keeps the answers that were already checkpointed."""
+    never clash and a resumed run keeps the answers that were already checkpointed.
+    ``None`` empties it (a new turn), so node updates stay plain data in every stream."""
+    if right is None:
+        return {}
     return {**left, **right}
+
+
+T = TypeVar("T")
+
+
+def add_records(left: list[T], right: list[T] | None) -> list[T]:
+    """Append-only records (calls, rankings, stop checks); ``None`` empties them (a new turn)."""
+    if right is None:
+        return []
+    return [*left, *right]
 
 
 def add_conversation(left: Messages, right: Messages) -> Messages:
@@ -151,19 +163,40 @@ class InputState(TypedDict):
     messages: Annotated[list[AnyMessage], add_conversation]
 
 
+ReviewDecision = Literal["accept", "edit", "response", "ignore"]
+
+
+class ReviewOutcome(TypedDict):
+    """What the human reviewer decided (``review: true`` specs)."""
+
+    decision: ReviewDecision
+    """accept: aggregate as is; edit: aggregate the edited references; response: the
+    reviewer's text is the answer; ignore: rejected, the turn ended without an answer."""
+    text: NotRequired[str]
+    """The reviewer's answer (decision ``response``)."""
+
+
+@with_config(ConfigDict(use_attribute_docstrings=True))
 class OutputState(TypedDict):
     """What a run returns: the answer, what the aggregator saw, and what every call cost."""
 
     messages: Annotated[list[AnyMessage], add_conversation]
+    """The conversation: your messages and every answer so far."""
     answer: str
+    """This turn's answer (empty if the run paused for review or the reviewer rejected it)."""
     references: list[str]
+    """The answers the final model read, in order (after review edits)."""
     answers: Annotated[dict[str, str], merge_answers]
-    calls: Annotated[list[Call], operator.add]
+    """Every proposer's answer this turn, by node (``layer_2/<model>``)."""
+    calls: Annotated[list[Call], add_records]
+    """One record per model call this turn: status, attempts, tokens, latency, cost, error."""
     fallback_reason: NotRequired[str]
     """Set when a whole layer failed and the aggregator's fallback answered the user."""
-    rankings: NotRequired[Annotated[list[LayerRanking], operator.add]]
+    review: NotRequired[ReviewOutcome | None]
+    """The human review's decision this turn (specs with ``review: true``)."""
+    rankings: NotRequired[Annotated[list[LayerRanking], add_records]]
     """Rank-then-fuse: one record per ranked layer."""
-    stop_checks: NotRequired[Annotated[list[StopCheck], operator.add]]
+    stop_checks: NotRequired[Annotated[list[StopCheck], add_records]]
     """Early stopping: one record per decision."""
     early_stop: NotRequired[EarlyStop | None]
     """Early stopping: set when the layer stack ended before its last layer."""
@@ -183,73 +216,117 @@ class MoAState(OutputState):
     run_params: NotRequired[dict[str, Any]]
     """The run's overrides of model settings (``Context.temperature``/``max_tokens``), written
     by ``layer_1``: part of every cache key, so a changed override never reuses an answer."""
+    redo: NotRequired[list[str]]
+    """Proposer nodes a layer's reducer sends the run back to: on a resumed run, the seats
+    whose calls failed and broke the quorum (empty otherwise)."""
+    topology: NotRequired[dict[str, Any] | None]
+    """LangGraph server: what the thread's first run chose (``{"preset": name}`` or
+    ``{"spec": {...}}``), so every later read, resume and turn of the thread uses that graph."""
+
+
+def ui(description: str, kind: str, **extra: Any) -> dict[str, Any]:
+    """A context field's metadata: the description and the form control a UI should draw
+    (``x_oap_ui_config``, as LangChain's Open Agent Platform templates do), plus pydantic
+    bounds (``ge``/``le``) that become the JSON schema's ``minimum``/``maximum``."""
+    bounds: dict[str, Any] = {k: extra.pop(k) for k in ("ge", "le") if k in extra}
+    control = {"type": kind, "description": description, **extra}
+    if "ge" in bounds:
+        control.setdefault("min", bounds["ge"])
+    if "le" in bounds:
+        control.setdefault("max", bounds["le"])
+    return {
+        "description": description,
+        "json_schema_extra": {"x_oap_ui_config": control},
+        **bounds,
+    }
 
 
 @dataclass(kw_only=True)
 class Context:
-    """Per-run settings that never change the graph's shape (Studio shows these fields)."""
+    """Settings for a run: which mixture answers (preset) and how its models sample."""
 
     temperature: float | None = field(
         default=None,
-        metadata={"description": "Override every model's temperature for this run."},
+        metadata=ui(
+            "Sampling temperature for every model of this run, from 0 (focused) to 2"
+            " (varied). Empty: each model's own setting.",
+            "slider",
+            ge=0,
+            le=2,
+            step=0.1,
+        ),
     )
     max_tokens: int | None = field(
         default=None,
-        metadata={"description": "Override every model's max_tokens for this run."},
+        metadata=ui(
+            "Longest answer any model of this run may write, in tokens. Empty: each"
+            " model's own limit.",
+            "number",
+            ge=1,
+            le=MAX_TOKENS,
+        ),
     )
     stop: list[str] | None = field(
         default=None,
-        metadata={
-            "description": "Stop sequences for the answer (the aggregator and its fallback);"
-            " proposers write whole answers, since the aggregator reads them. At most 4, each"
-            " at most 64 characters."
-        },
+        metadata=ui(
+            "Up to 4 stop sequences (each at most 64 characters) for the final answer;"
+            " the models whose answers it combines always write theirs in full.",
+            "json",
+        ),
     )
     stream_proposers: bool = field(
         default=False,
-        metadata={
-            "description": "Stream every proposer's tokens in stream_mode='messages' (the"
-            " aggregator's always stream there). Off by default: a caller watching the answer"
-            " does not pay for proposer tokens; the LangGraph server's graphs turn it on."
-        },
+        metadata=ui(
+            "Stream every model's answer as it is written, not only the final one.",
+            "boolean",
+        ),
     )
     max_cost: float | None = field(
         default=None,
-        metadata={
-            "description": "USD this run may spend (overrides the spec's max_cost): it stops"
-            " before a step whose worst-case cost would exceed it."
-        },
+        metadata=ui(
+            "Most this run may spend, in US dollars: it stops before a step that could"
+            " cost more. Empty: the mixture's own limit, if any.",
+            "number",
+            ge=0,
+        ),
     )
     preset: str | None = field(
         default=None,
-        metadata={
-            "description": "Built-in preset to run (moa, moa-lite, moa-gpt4o, self-moa, local);"
-            " read by the server's graph factory, which builds that topology."
-        },
+        metadata=ui(
+            "Which mixture of models answers: a built-in preset or one the server"
+            " registered. Empty: the graph's default. A conversation (thread) keeps the"
+            " mixture its first run used.",
+            "select",
+        ),
     )
     spec: dict[str, Any] | None = field(
         default=None,
-        metadata={"description": "A whole spec (as in a YAML/JSON file) instead of a preset."},
+        metadata=ui(
+            "A whole mixture definition (layers of models and a final model, as in a"
+            " spec file) instead of a preset; only on servers that accept run specs.",
+            "json",
+        ),
     )
     tools: list[dict[str, Any]] | None = field(
         default=None,
-        metadata={
-            "description": "Tools (OpenAI tool schemas) the final answer may call: handed to"
-            " the aggregator and its fallback only; proposers see tool turns as plain text."
-        },
+        metadata=ui(
+            "Tools the final answer may call, as OpenAI tool schemas; the other models"
+            " read tool results as text.",
+            "json",
+        ),
     )
     tool_choice: str | dict[str, Any] | None = field(
         default=None,
-        metadata={"description": "'auto', 'none', 'any'/'required' or a tool's name."},
+        metadata=ui("'auto', 'none', 'required' or the name of one tool.", "text"),
     )
     response_format: dict[str, Any] | None = field(
         default=None,
-        metadata={
-            "description": "The answer's format, as OpenAI's response_format ({'type':"
-            " 'json_object'} or {'type': 'json_schema', 'json_schema': {'name': ..., 'schema':"
-            " ...}}): handed to the aggregator and its fallback only (OpenAI-compatible"
-            " providers); proposers answer in prose for the aggregator to read."
-        },
+        metadata=ui(
+            "The final answer's format, as OpenAI's response_format: {'type':"
+            " 'json_object'} or {'type': 'json_schema', 'json_schema': {'name': ...,"
+            " 'schema': {...}}}.",
+            "json",
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -269,40 +346,56 @@ class Context:
     # (models/sampling.py).
     answer_max_tokens: int | None = field(
         default=None,
-        metadata={
-            "description": "max_tokens of the answer only (the aggregator and its fallback);"
-            " the references keep their spec's limits."
-        },
+        metadata=ui(
+            "Longest final answer in tokens (the aggregator and its fallback); the"
+            " models whose answers it combines keep their own limits.",
+            "number",
+            ge=1,
+            le=MAX_TOKENS,
+        ),
     )
     top_p: float | None = field(
-        default=None, metadata={"description": "Nucleus sampling of the answer (0-1)."}
+        default=None,
+        metadata=ui("Nucleus sampling of the final answer (0-1).", "slider", ge=0, le=1, step=0.05),
     )
     frequency_penalty: float | None = field(
-        default=None, metadata={"description": "The answer's frequency penalty (-2 to 2)."}
+        default=None,
+        metadata=ui(
+            "The final answer's frequency penalty (-2 to 2).", "slider", ge=-2, le=2, step=0.1
+        ),
     )
     presence_penalty: float | None = field(
-        default=None, metadata={"description": "The answer's presence penalty (-2 to 2)."}
+        default=None,
+        metadata=ui(
+            "The final answer's presence penalty (-2 to 2).", "slider", ge=-2, le=2, step=0.1
+        ),
     )
     logit_bias: dict[str, int] | None = field(
         default=None,
-        metadata={
-            "description": "Token id -> bias (-100 to 100) of the answer (OpenAI-compatible"
-            " answer models only)."
-        },
+        metadata=ui(
+            "Token id -> bias (-100 to 100) of the final answer (OpenAI-compatible answer"
+            " models only).",
+            "json",
+        ),
     )
     reasoning_effort: str | None = field(
         default=None,
-        metadata={
-            "description": "The answer model's reasoning effort (none, minimal, low, medium,"
-            " high, xhigh; OpenAI reasoning models only)."
-        },
+        metadata=ui(
+            "The final answer model's reasoning effort (OpenAI reasoning models only).",
+            "select",
+            options=[
+                {"label": e, "value": e}
+                for e in ("none", "minimal", "low", "medium", "high", "xhigh")
+            ],
+        ),
     )
     seed: int | None = field(
         default=None,
-        metadata={
-            "description": "Sampling seed of every model that takes one: a reproducible answer"
-            " needs reproducible references."
-        },
+        metadata=ui(
+            "Sampling seed of every model that takes one: a reproducible answer needs"
+            " reproducible references.",
+            "number",
+        ),
     )
 
 
@@ -497,10 +590,18 @@ def check_stop(stop: object) -> None:
 
 @dataclass(kw_only=True)
 class ServerContext(Context):
-    """``Context`` of the LangGraph server's graphs (``langgraph dev``, Studio): watching every
-    proposer type side by side is the point there, so proposers stream by default."""
+    """Settings for a run: which mixture answers (preset) and how its models sample."""
+
+    # The LangGraph server's context (``langgraph dev``, Studio): watching every proposer
+    # type side by side is the point there, so proposers stream by default. The server's
+    # graph factory (graphs/studio.py) subclasses it per run policy: ``preset`` lists the
+    # names a run may choose, and ``spec`` is left out unless the server accepts run specs.
 
     stream_proposers: bool = field(
         default=True,
-        metadata={"description": "Stream every proposer's tokens (messages stream)."},
+        metadata=ui(
+            "Stream every model's answer as it is written (on here: watching the models"
+            " answer side by side is what Studio is for).",
+            "boolean",
+        ),
     )

@@ -3,6 +3,12 @@
 Every error here is raised *before* a model is called (spec, keys, input) or carries the
 per-model failures that made a layer or the run fail. Messages never contain secrets: keys
 are referred to by the name of their environment variable only.
+
+Each error also subclasses the built-in it honestly is: ``ValueError`` for what the caller
+asked for (spec, input), ``RuntimeError`` for what went wrong while running (a model call, a
+layer, the cost limit). Besides being what ``except`` clauses expect, that is what lets the
+LangGraph server pass the message to its clients: it blanks the message of any exception
+outside a short list of built-ins ("An internal error occurred").
 """
 
 from __future__ import annotations
@@ -27,8 +33,15 @@ class SpecError(MoAError, ValueError):
 class MissingAPIKeyError(SpecError):
     """Environment variables named by ``api_key_env`` are unset; lists all of them at once."""
 
-    def __init__(self, missing: dict[str, list[str]]):
+    def __init__(self, missing: dict[str, list[str]], *, public: bool = True):
         self.missing = missing  # variable name -> model names that need it
+        if not public:  # a server's client: which variables exist is the operator's business
+            models = sorted({m for names in missing.values() for m in names})
+            super().__init__(
+                f"{', '.join(models)}: not configured on this server (an API key is missing;"
+                " the server's log names it)"
+            )
+            return
         lines = [f"  {var} (needed by {', '.join(models)})" for var, models in missing.items()]
         super().__init__("missing API key environment variable(s):\n" + "\n".join(lines))
 
@@ -49,7 +62,7 @@ class InvalidInputError(MoAError, ValueError):
     """The question or messages cannot be answered (empty, unknown role, wrong content type)."""
 
 
-class ModelCallError(MoAError):
+class ModelCallError(MoAError, RuntimeError):
     """One model call failed for good; ``model`` is the spec name, ``reason`` a short cause."""
 
     def __init__(self, model: str, reason: str, *, retryable: bool = True):
@@ -74,7 +87,7 @@ class ContextOverflowError(ModelCallError):
         super().__init__(model, reason, retryable=False)
 
 
-class LayerFailedError(MoAError):
+class LayerFailedError(MoAError, RuntimeError):
     """Fewer proposers of a layer answered than its quorum (``min_successful``)."""
 
     def __init__(self, layer: int, failures: dict[str, str], needed: int, got: int):
@@ -88,7 +101,7 @@ class LayerFailedError(MoAError):
         )
 
 
-class CostLimitError(MoAError):
+class CostLimitError(MoAError, RuntimeError):
     """The run stopped before a step whose worst-case cost would pass ``max_cost``.
 
     ``spent`` is what the finished calls cost (USD), ``next_cost`` the worst-case cost of the

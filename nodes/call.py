@@ -55,6 +55,22 @@ class _FirstToken(BaseCallbackHandler):
             self.at = time.perf_counter()
 
 
+class _Named(BaseCallbackHandler):
+    """Names every streamed chunk after the model that writes it (``AIMessageChunk.name``),
+    so a chat view of the messages stream (Studio, ``useStream``) shows who speaks. Runs
+    first, inline, so the messages stream sees the chunk with its name."""
+
+    run_inline = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def on_llm_new_token(self, token: Any, *, chunk: Any = None, **kwargs: Any) -> None:
+        message = getattr(chunk, "message", None)
+        if message is not None and not message.name:
+            message.name = self.name
+
+
 def _streaming_callbacks(seat: Seat, ctx: Context | None) -> BaseCallbackManager | None:
     """The node's callback manager if this call should stream, else None.
 
@@ -115,6 +131,7 @@ async def call_model(
     if streaming is not None:
         first = _FirstToken()
         callbacks = streaming.copy()
+        callbacks.handlers.insert(0, _Named(str(model.name)))
         callbacks.add_handler(first, inherit=False)
         config["callbacks"] = callbacks
     elif seat.node not in ANSWER_NODES:

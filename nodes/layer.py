@@ -14,8 +14,9 @@ from typing import Any
 import regex
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph._internal._constants import CONFIG_KEY_RESUMING
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite, interrupt
 
 from langgraph_moa import costs
 from langgraph_moa.errors import CostLimitError, InvalidInputError, LayerFailedError
@@ -104,9 +105,13 @@ def strip_reasoning(text: str, spec: MoASpec) -> str:
 
 
 def layer_entry(
-    layer: int, spec: MoASpec, chat_models: Mapping[str, BaseChatModel] | None = None
+    layer: int,
+    spec: MoASpec,
+    chat_models: Mapping[str, BaseChatModel] | None = None,
+    topology: Mapping[str, Any] | None = None,
 ) -> Callable[[MoAState, Runtime[Context]], Coroutine[Any, Any, dict[str, Any]]]:
-    """Entry of a proposer layer: the node every proposer of the layer fans out from."""
+    """Entry of a proposer layer: the node every proposer of the layer fans out from.
+    The first layer's also records ``topology`` (the LangGraph server's graphs)."""
 
     async def enter(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
         runtime.stream_writer(
@@ -127,20 +132,24 @@ def layer_entry(
             check_response_format_support(spec, chat_models or {})
         raise_over_cost(costs.guard_layer(state, spec, layer, runtime.context), None)
         return {
-            "answers": Overwrite({}),
-            "calls": Overwrite([]),
+            # None empties a record (the state's reducers): a new turn starts clean
+            "answers": None,
+            "calls": None,
             "references": [],
             "answer": "",
             "fallback_reason": "",
             "run_params": run_params(runtime.context),
             # beyond the paper (issue 15): per-turn records of the optional steps
-            "rank_raw": Overwrite({}),
-            "rankings": Overwrite([]),
-            "stop_checks": Overwrite([]),
+            "rank_raw": None,
+            "rankings": None,
+            "stop_checks": None,
             "early_stop": None,
             "verdict": "",
             "synthesis": "",
             "window": 0,
+            "redo": [],
+            "review": None,
+            **({"topology": dict(topology)} if topology is not None else {}),
         }
 
     return enter
@@ -168,18 +177,34 @@ def layer_references(
     return [(node, ref) for node, ref, _ in _capped_references(layer, spec, answers)]
 
 
+def resuming(config: RunnableConfig | None) -> bool:
+    """Whether this task runs in the first step of a resumed run (``invoke(None, thread)``,
+    a ``Command``, a LangGraph server run with no input): LangGraph's own flag, set for the
+    first super-step of a run that continues a checkpoint. (An internal name of LangGraph's;
+    tests/test_resume_and_review.py fails if it ever stops meaning this.)"""
+    return bool(((config or {}).get("configurable") or {}).get(CONFIG_KEY_RESUMING))
+
+
 def layer_reducer(
     layer: int, spec: MoASpec
-) -> Callable[[MoAState, Runtime[Context]], Coroutine[Any, Any, dict[str, Any]]]:
+) -> Callable[[MoAState, Runtime[Context], RunnableConfig], Coroutine[Any, Any, dict[str, Any]]]:
     """Collect a layer's answers into ``references``, in spec order, and apply the quorum.
 
     Spec order (not completion order) makes runs reproducible and matches the reference
     implementation. Reasoning blocks (``<think>``...) are stripped before anyone reads them.
+
+    Below the quorum (and no aggregator fallback) the run fails with ``LayerFailedError``.
+    Resuming that run (the reducer is then the first step) calls again only the proposers of
+    the layer that have no answer (``redo``, routed by ``route_after_layer``): a transient
+    upstream failure is over once the model answers, without re-calling the ones that did.
     """
     can_fall_back = spec.aggregator.fallback is not None
     last = layer == len(spec.layers)
+    seats = [names.proposer(layer, str(m.name)) for m in spec.layers[layer - 1]]
 
-    async def reduce(state: MoAState, runtime: Runtime[Context]) -> dict[str, Any]:
+    async def reduce(
+        state: MoAState, runtime: Runtime[Context], config: RunnableConfig
+    ) -> dict[str, Any]:
         answers = state.get("answers") or {}
         refs = _capped_references(layer, spec, answers)
         references = [ref for _, ref, _ in refs]
@@ -198,7 +223,9 @@ def layer_reducer(
                 pending = layer if spec.rankers(layer) else None
                 over = costs.guard_final(state, spec, runtime.context, references, False, pending)
                 raise_over_cost(over, state)
-            return {"references": references}
+            return {"references": references, "redo": []}
+        if not can_fall_back and resuming(config):
+            return {"redo": [seat for seat in seats if seat not in answers]}
         failures = {
             c["model"]: c["error"] or c["status"]
             for c in state.get("calls") or []
@@ -209,7 +236,7 @@ def layer_reducer(
             error.partial = computed(state)
             raise error
         raise_over_cost(costs.guard_final(state, spec, runtime.context, references, True), state)
-        return {"references": references, "fallback_reason": str(error)}
+        return {"references": references, "fallback_reason": str(error), "redo": []}
 
     return reduce
 
@@ -243,26 +270,15 @@ def raise_over_cost(error: CostLimitError | None, state: MoAState | None) -> Non
 def route_after_layer(
     next_step: str | Callable[[MoAState], str | list[str]],
 ) -> Callable[[MoAState], str | list[str]]:
-    """After a layer: on to ``next_step`` (a node, or a route deciding the next nodes), or to
-    the fallback answer if the quorum failed."""
+    """After a layer: on to ``next_step`` (a node, or a route deciding the next nodes), back
+    to the proposers a resumed run calls again (``redo``), or to the fallback answer if the
+    quorum failed."""
 
     def route(state: MoAState) -> str | list[str]:
+        if redo := state.get("redo"):
+            return redo
         if state.get("fallback_reason"):
             return names.FALLBACK
         return next_step(state) if callable(next_step) else next_step
 
     return route
-
-
-async def review(state: MoAState) -> dict[str, Any]:
-    """Pause before the aggregator so a human can read (and edit) the references.
-
-    Resume with ``Command(resume=True)`` to go on, or ``Command(resume=[...])`` /
-    ``Command(resume={"references": [...]})`` to replace what the aggregator sees.
-    """
-    decision = interrupt({"references": state.get("references") or []})
-    if isinstance(decision, dict) and "references" in decision:
-        decision = decision["references"]
-    if isinstance(decision, list):
-        return {"references": [str(r) for r in decision]}
-    return {}

@@ -49,6 +49,12 @@ _ATTEMPTS = "moa_attempts"
 (The handler runs as a task of its own and cannot see the failed task's attempt count.)"""
 
 
+def _fresh(exc: object) -> bool:
+    """Whether ``exc`` is the failure the node just raised in this run (it carries the
+    attempt count), not one read back from a checkpoint by a resumed run."""
+    return isinstance(exc, BaseException) and hasattr(exc, _ATTEMPTS)
+
+
 def _with_attempts(exc: BaseException, attempt: int) -> BaseException:
     with contextlib.suppress(AttributeError):  # a few C exceptions take no attributes
         setattr(exc, _ATTEMPTS, attempt)
@@ -149,20 +155,33 @@ def failure_handler(
     seat: Seat,
     goto: str,
     chat_models: Mapping[str, BaseChatModel],
+    node: NodeFunction,
 ) -> HandlerFunction:
     """LangGraph error handler: runs once the node's retries are spent.
 
     Tries the model's fallback; otherwise a proposer's failure becomes a ``Call`` record and
     the layer goes on (its reducer applies the quorum), while the aggregator's is raised.
+
+    A run that failed here and is resumed runs the *handler* again, not the node (LangGraph
+    re-runs a failed node's handler), with the failure read back from the checkpoint: then
+    the handler calls the model (``node``) once more first, so a resumed run succeeds once the
+    model answers again.
     """
 
     async def handle(state: MoAState, error: NodeError, runtime: Runtime[Context]) -> Command[str]:
-        attempts = int(getattr(error.error, _ATTEMPTS, 1))
-        if isinstance(error.error, StragglerCut):  # the layer went on without this one
-            cut = record(model, seat, "cut", attempts=attempts, error=describe(error.error))
+        exc: BaseException | str = error.error
+        if not _fresh(exc):  # failed in an earlier run: call the model once more
+            try:
+                return Command(goto=goto, update=await node(state, runtime))
+            except Exception as again:
+                exc = again
+        assert isinstance(exc, BaseException)
+        attempts = int(getattr(exc, _ATTEMPTS, 1))
+        if isinstance(exc, StragglerCut):  # the layer went on without this one
+            cut = record(model, seat, "cut", attempts=attempts, error=describe(exc))
             return Command(goto=goto, update={"calls": [cut]})
-        status: CallStatus = "timeout" if isinstance(error.error, ModelTimeoutError) else "failed"
-        reason = describe(error.error)
+        status: CallStatus = "timeout" if isinstance(exc, ModelTimeoutError) else "failed"
+        reason = describe(exc)
         emit(runtime, "call_failed", seat, model, error=reason, attempts=attempts)
         fallback = model.fallback
         while fallback is not None:
@@ -170,8 +189,8 @@ def failure_handler(
                 message, done = await answer(
                     state, fallback, spec, seat, runtime, None, 1, chat_models
                 )
-            except Exception as exc:
-                reason += f"; fallback {fallback.name}: {describe(exc)}"
+            except Exception as fallback_error:
+                reason += f"; fallback {fallback.name}: {describe(fallback_error)}"
                 fallback = fallback.fallback
                 continue
             done["status"] = "fallback"
@@ -185,7 +204,7 @@ def failure_handler(
         if seat.role == "aggregator":
             failure = ModelCallError(str(model.name), reason, retryable=False)
             failure.partial = computed(state)
-            raise failure from error.error
+            raise failure from exc
         clock = _clock(spec, seat, runtime)
         if clock:
             clock.report(False)

@@ -137,7 +137,12 @@ async def test_review_interrupt_and_resume(saver, server, model, decision):
     paused = await graph.ainvoke({"messages": [("user", Q1)]}, config)
     original = [f"a says: {Q1}", f"b says: {Q1}"]
     [interrupt] = paused["__interrupt__"]
-    assert interrupt.value == {"references": original}
+    assert interrupt.value["references"] == original
+    assert interrupt.value["action_request"]["args"] == {
+        "question": Q1,
+        "a": original[0],
+        "b": original[1],
+    }
     assert server.log("agg") == []
     state = await graph.aget_state(config)
     assert state.next == ("review",)

@@ -24,10 +24,10 @@ from langgraph.types import Command
 from langgraph_sdk.runtime import _ExecutionRuntime, _ReadRuntime
 from typing_extensions import TypedDict
 
-from langgraph_moa.errors import SpecError
+from langgraph_moa.errors import MissingAPIKeyError, SpecError
 from langgraph_moa.graphs import studio
 from langgraph_moa.graphs.builder import create_moa
-from langgraph_moa.graphs.spec import load_preset
+from langgraph_moa.graphs.spec import load_preset, preset_names
 from langgraph_moa.graphs.state import Context
 from langgraph_moa.testing import Behavior
 
@@ -103,7 +103,8 @@ def test_factories_default_topologies_without_checkpointer():
     assert proposer_nodes(local) == {
         f"layer_{k}/{n}" for k in (1, 2) for n in ("precise", "creative", "teacher")
     }
-    # What Studio's assistant panel shows: the Context fields.
+    # What Studio's assistant panel shows: the Context fields (no ``spec``: this server
+    # runs only its presets and registered specs).
     props = local.get_context_jsonschema()["properties"]
     assert set(props) == {
         "temperature",
@@ -111,7 +112,6 @@ def test_factories_default_topologies_without_checkpointer():
         "stop",
         "max_cost",
         "preset",
-        "spec",
         "stream_proposers",
         "tools",
         "tool_choice",
@@ -128,7 +128,80 @@ def test_factories_default_topologies_without_checkpointer():
     assert props["stream_proposers"]["default"] is True  # Studio shows proposers typing
 
 
-def test_factory_builds_the_topology_the_run_context_asks_for(model, trusted):
+def test_context_schema_for_studio_forms(monkeypatch, tmp_path, server, model):
+    """Presets and registered specs as a select, bounds on numbers, descriptions for users,
+    ``spec`` only when the server trusts run specs."""
+    import yaml
+
+    path = tmp_path / "team.yaml"
+    path.write_text(yaml.safe_dump({"layers": [[model("a")]], "aggregator": model("agg")}))
+    monkeypatch.setenv("MOA_SPECS", str(path))
+    schema = build(studio.moa).get_context_jsonschema()
+    props = schema["properties"]
+    [choices, _null] = props["preset"]["anyOf"]
+    assert set(choices["enum"]) == {*preset_names(), "team"}
+    ui = props["preset"]["x_oap_ui_config"]
+    assert ui["type"] == "select" and {"label": "team", "value": "team"} in ui["options"]
+    assert "spec" not in props
+    temperature = props["temperature"]["anyOf"][0]
+    assert (temperature["minimum"], temperature["maximum"]) == (0, 2)
+    assert props["temperature"]["x_oap_ui_config"]["type"] == "slider"
+    tokens = props["max_tokens"]["anyOf"][0]
+    assert (tokens["minimum"], tokens["maximum"]) == (1, 4096)  # the run policy's cap
+    assert props["max_cost"]["anyOf"][0]["minimum"] == 0
+    assert "``" not in schema["description"] and "LangGraph" not in schema["description"]
+    for name, prop in props.items():
+        assert prop.get("description") and "``" not in prop["description"], name
+    monkeypatch.setenv("MOA_TRUST_RUN_SPECS", "1")
+    assert "spec" in build(studio.moa).get_context_jsonschema()["properties"]
+    outputs = build(studio.moa).get_output_jsonschema()["properties"]
+    for name in ("answer", "messages", "references", "answers", "calls", "review"):
+        assert outputs[name].get("description"), name
+
+
+def test_an_edited_registered_spec_is_read_again(monkeypatch, tmp_path, server, model):
+    import yaml
+
+    path = tmp_path / "team.yaml"
+    path.write_text(yaml.safe_dump({"layers": [[model("a")]], "aggregator": model("agg")}))
+    monkeypatch.setenv("MOA_SPECS", str(path))
+    assert proposer_nodes(build(studio.moa, None, execution({"preset": "team"}))) == {"layer_1/a"}
+    spec = {"layers": [[model("a"), model("b")]], "aggregator": model("agg")}
+    path.write_text(yaml.safe_dump(spec))
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    graph = build(studio.moa, None, execution({"preset": "team"}))
+    assert proposer_nodes(graph) == {"layer_1/a", "layer_1/b"}
+
+
+def test_a_run_missing_a_key_is_refused_without_naming_the_variable(monkeypatch, caplog):
+    monkeypatch.delenv("TOGETHER_API_KEY", raising=False)
+    with pytest.raises(MissingAPIKeyError) as info:
+        build(studio.moa, runtime=execution({"preset": "moa-lite"}))
+    assert "not configured on this server" in str(info.value)
+    assert "qwen1.5-72b-chat" in str(info.value)
+    assert "TOGETHER_API_KEY" not in str(info.value)
+    assert "TOGETHER_API_KEY" in caplog.text  # the operator's log names it
+    # reads (Studio's graph view, thread state) still work without the key
+    read = _ReadRuntime(access_context="assistants.read", store=InMemoryStore())
+    assert (
+        len(proposer_nodes(build(studio.moa, {"configurable": {"preset": "moa-lite"}}, read))) == 6
+    )
+
+
+def test_check_context_refuses_what_a_run_would(server, model):
+    studio.check_context({"preset": "moa-lite", "temperature": 0.5})
+    for bad, why in (
+        ({"preset": "nope"}, "unknown 'nope'"),
+        ({"temperature": 5}, "temperature"),
+        ({"spec": {"layers": []}}, "registered specs"),
+        ({"colour": "red"}, "colour"),
+    ):
+        with pytest.raises(SpecError, match=why):
+            studio.check_context(bad)
+
+
+def test_factory_builds_the_topology_the_run_context_asks_for(model, trusted, monkeypatch):
+    monkeypatch.setenv("TOGETHER_API_KEY", "test-key")  # a run checks keys (next test)
     spec = {"layers": [[model("x"), model("y"), model("z")]], "aggregator": model("agg")}
     for context in ({"spec": spec}, Context(spec=spec)):
         graph = build(studio.moa, config={}, runtime=execution(context))
@@ -195,6 +268,7 @@ async def test_stream_messages_custom_updates(server, model):
     server.set_default(Behavior(latency=0.02, token_delay=0.005))
     graph = create_moa(two_layer_spec(model))
     chunks: dict[str, list[str]] = defaultdict(list)
+    names: dict[str, set[str | None]] = defaultdict(set)
     meta: dict[str, dict[str, Any]] = {}
     whole: list[AIMessage] = []
     events: list[dict[str, Any]] = []
@@ -210,6 +284,7 @@ async def test_stream_messages_custom_updates(server, model):
             if isinstance(message, AIMessageChunk):
                 chunks[message.id].append(message.text)
                 meta[message.id] = metadata
+                names[message.id].add(message.name)
             else:
                 whole.append(message)
         elif mode == "custom":
@@ -219,8 +294,16 @@ async def test_stream_messages_custom_updates(server, model):
         else:
             final = chunk
 
-    # One streamed message per model call, tagged with the node and its MoA role.
+    # One streamed message per model call, tagged with the node and its MoA role, every
+    # chunk named after its model (a chat view shows who speaks).
     by_node = {m["langgraph_node"]: mid for mid, m in meta.items()}
+    assert {node: names[mid] for node, mid in by_node.items()} == {
+        "layer_1/a": {"a"},
+        "layer_1/b": {"b"},
+        "layer_2/a": {"a"},
+        "layer_2/b": {"b"},
+        "aggregator": {"agg"},
+    }
     assert set(by_node) == {"layer_1/a", "layer_1/b", "layer_2/a", "layer_2/b", "aggregator"}
     assert len(meta) == 5
     agg = meta[by_node["aggregator"]]
@@ -451,3 +534,53 @@ async def test_factories_build_graphs_off_the_event_loop(model, trusted, monkeyp
     graph = await studio.moa(runtime=execution({"spec": spec}))
     assert proposer_nodes(graph) == {"layer_1/a", "layer_1/b", "layer_2/a", "layer_2/b"}
     assert seen and threading.main_thread() not in seen
+
+
+async def test_a_thread_keeps_the_topology_its_first_run_chose(model, trusted, server):
+    """The factory reads the topology the thread's first run recorded: reads and resumes
+    without a context get that graph (a review pause shows next == review), a later turn
+    without a context runs it, and a run asking for another one is refused."""
+    from langgraph.constants import CONFIG_KEY_CHECKPOINTER
+
+    saver = InMemorySaver()
+    spec = two_layer_spec(model, review=True)
+    config = {"configurable": {"thread_id": "t-1", CONFIG_KEY_CHECKPOINTER: saver}}
+    thread = {"configurable": {"thread_id": "t-1"}}
+
+    async def graph(runtime: Any) -> Any:
+        return (await studio.moa(config, runtime)).copy(update={"checkpointer": saver})
+
+    first = await graph(execution({"spec": spec}))
+    await first.ainvoke({"messages": [("user", "Hi")]}, thread)
+    read = _ReadRuntime(access_context="threads.read", store=InMemoryStore())
+    state = await (await graph(read)).aget_state(thread)
+    assert state.next == ("review",) and state.tasks[0].interrupts
+    assert state.values["topology"] == {"spec": spec}
+    out = await (await graph(execution({}))).ainvoke(Command(resume=True), thread)
+    assert out["answer"] == "agg says: Hi"
+    # a later turn, no context: the thread's graph, not the default preset
+    second = await (await graph(execution(None))).ainvoke({"messages": [("user", "Yo")]}, thread)
+    assert second["__interrupt__"]
+    with pytest.raises(SpecError, match="cannot switch to preset 'moa-lite'"):
+        await graph(execution({"preset": "moa-lite"}))
+    # the same spec again is fine; a forged topology is checked like a run's context
+    await graph(execution({"spec": spec}))
+    await (await graph(read)).aupdate_state(thread, {"topology": {"spec": {"layers": []}}})
+    monkey_untrusted = os.environ.pop("MOA_TRUST_RUN_SPECS")
+    try:
+        with pytest.raises(SpecError, match="no longer available"):
+            await graph(execution(None))
+    finally:
+        os.environ["MOA_TRUST_RUN_SPECS"] = monkey_untrusted
+
+
+async def test_an_auth_handler_refuses_invalid_assistant_contexts():
+    """The LangGraph server checks no assistant context itself; a custom auth handler can."""
+    from langgraph_sdk import Auth
+
+    await studio.refuse_invalid_assistant(None, {"graph_id": "moa", "context": {"preset": "moa"}})
+    await studio.refuse_invalid_assistant(None, {"graph_id": "moa"})  # no context: nothing to do
+    for context in ({"preset": "nope"}, {"temperature": 5}, {"spec": {"layers": []}}):
+        with pytest.raises(Auth.exceptions.HTTPException) as info:
+            await studio.refuse_invalid_assistant(None, {"graph_id": "moa", "context": context})
+        assert info.value.status_code == 422 and "context" in info.value.detail
