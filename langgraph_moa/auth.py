@@ -1,0 +1,104 @@
+"""Bearer-token authentication for the LangGraph servers that serve ``langgraph.json``.
+
+``langgraph.json`` names this module's ``auth`` (``"auth": {"path": ...}``), so ``langgraph
+dev``/``up``, LangGraph Platform and Aegra (``scripts/agent-server``) all run it on every
+request. Why a handler of our own: without one, a self-hosted server (Aegra, ``langgraph
+up``) answers anyone who can reach it, and on LangGraph Platform a custom handler *replaces*
+the LangSmith API-key check, so it must never let an unknown caller through by default.
+
+The rules, read from the environment on every request:
+
+* ``MOA_API_TOKENS`` (comma-separated) set: every request needs ``Authorization: Bearer
+  <one of them>`` (compared in constant time). The user's identity is ``token:<sha256
+  prefix>``; the token itself is never stored or logged.
+* unset: callers on the loopback interface (``langgraph dev`` on your machine) are let in as
+  ``anonymous``; anyone else gets 401 naming ``MOA_API_TOKENS``. Aegra does not tell the
+  handler who is calling, so there nobody is let in.
+* ``MOA_AUTH_ANONYMOUS=1`` (and no tokens): everyone is let in as ``anonymous``, for a server
+  behind a gateway of your own that authenticates already.
+
+Every token sees every thread and assistant: this is one shared door, not per-user access
+control (add ``@auth.on`` handlers for that).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from langgraph_sdk import Auth
+
+__all__ = ["ANONYMOUS_ENV", "TOKENS_ENV", "auth", "authenticate", "check"]
+
+TOKENS_ENV = "MOA_API_TOKENS"
+ANONYMOUS_ENV = "MOA_AUTH_ANONYMOUS"
+
+auth = Auth()
+
+
+def allowed_tokens() -> list[str]:
+    """The operator's tokens (``MOA_API_TOKENS``, comma-separated, blanks ignored)."""
+    return [t.strip() for t in os.environ.get(TOKENS_ENV, "").split(",") if t.strip()]
+
+
+def _header(headers: Mapping[Any, Any], name: str) -> str | None:
+    """A header from LangGraph's ``{bytes: bytes}`` or Aegra's ``{str: str}`` mapping."""
+    for key, value in headers.items():
+        k = key.decode("latin-1") if isinstance(key, bytes) else str(key)
+        if k.lower() == name:
+            return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return None
+
+
+def _is_loopback(scope: Mapping[str, Any] | None) -> bool:
+    client = (scope or {}).get("client")
+    if not client:
+        return False
+    try:
+        return ipaddress.ip_address(str(client[0])).is_loopback
+    except ValueError:
+        return False
+
+
+def _denied(detail: str) -> Auth.exceptions.HTTPException:
+    return Auth.exceptions.HTTPException(
+        status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def check(
+    headers: Mapping[Any, Any], scope: Mapping[str, Any] | None = None
+) -> Auth.types.MinimalUserDict:
+    """The user for a request, or ``Auth.exceptions.HTTPException`` (401)."""
+    tokens = allowed_tokens()
+    if not tokens:
+        if os.environ.get(ANONYMOUS_ENV) == "1" or _is_loopback(scope):
+            return {"identity": "anonymous", "display_name": "anonymous"}
+        raise _denied(
+            f"this server accepts only local callers until {TOKENS_ENV} is set"
+            f" (or {ANONYMOUS_ENV}=1 behind an authenticating gateway)"
+        )
+    scheme, _, token = (_header(headers, "authorization") or "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _denied("missing bearer token: send 'Authorization: Bearer <token>'")
+    given = token.encode()
+    # Compare with every token (no early exit): the time taken says nothing about which matched.
+    matches = [hmac.compare_digest(given, t.encode()) for t in tokens]
+    if not any(matches):
+        raise _denied("invalid bearer token")
+    digest = hashlib.sha256(given).hexdigest()[:12]
+    return {"identity": f"token:{digest}", "display_name": f"token:{digest}"}
+
+
+@auth.authenticate
+async def authenticate(
+    headers: Mapping[Any, Any], scope: Mapping[str, Any] | None = None
+) -> Auth.types.MinimalUserDict:
+    """The server's hook. LangGraph passes ``headers`` and ``scope`` by name, Aegra passes
+    only the headers (positionally): ``scope`` is then unknown and nobody counts as local."""
+    return check(headers, scope)
