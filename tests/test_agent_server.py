@@ -295,6 +295,13 @@ async def test_registered_specs_run_and_stream(server: AgentServer, client: Any)
     assert server.fake.requests == []
 
 
+async def test_local_graph_without_its_extra_says_how_to_install(client: Any) -> None:
+    """The server's venv has no [local] extra: moa_local fails with the install hint."""
+    thread = await client.threads.create()
+    with pytest.raises(Exception, match=r"LocalModelUnavailableError.*langgraph-moa\[local\]"):
+        await client.runs.wait(thread["thread_id"], "moa_local", input=ask())
+
+
 async def test_20_concurrent_runs_over_both_workers(server: AgentServer, client: Any) -> None:
     server.fake.set_behavior("a", Behavior(latency=1.0))  # calls in flight long enough to see
     workers = {p for p in descendants(server.proc.pid) if _is_uvicorn_worker(p)}

@@ -114,13 +114,18 @@ def test_env_example_documents_what_the_code_reads() -> None:
 
 
 def test_langgraph_cli_generates_the_image(tmp_path: Path) -> None:
-    """`langgraph dockerfile` (what `langgraph build` runs before Docker) accepts the config:
-    the repo is installed as a package and both graphs resolve inside the image."""
+    """`langgraph validate` and `langgraph dockerfile` (what `langgraph build` runs before
+    Docker) accept the config: the repo is installed as a package, and both graphs and the
+    auth handler resolve inside the image."""
     exe = shutil.which("langgraph", path=str(Path(sys.executable).parent)) or shutil.which(
         "langgraph"
     )
     if exe is None:
         pytest.skip("langgraph CLI not installed")
+    valid = subprocess.run(
+        [exe, "validate", "-c", "langgraph.json"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert valid.returncode == 0 and "is valid" in valid.stdout, valid.stdout + valid.stderr
     out = subprocess.run(
         [exe, "dockerfile", "-c", "langgraph.json", str(tmp_path / "Dockerfile")],
         cwd=ROOT,
