@@ -13,6 +13,7 @@ stops the server with SIGTERM and checks that nothing it started is left running
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import shutil
 import signal
@@ -149,6 +150,7 @@ def write_specs(folder: Path, base_url: str) -> list[Path]:
 def stop(server: AgentServer) -> int | None:
     """SIGTERM the script (it stops its services), then make sure nothing is left."""
     if server.proc.poll() is None:
+        server.started |= descendants(server.proc.pid)  # a worker uvicorn restarted, too
         server.proc.send_signal(signal.SIGTERM)
         try:
             server.proc.wait(120)
@@ -187,7 +189,12 @@ def agent_server() -> Iterator[AgentServer]:
     cmd += ["--workers", "2", "--data", str(data), "--venv", str(ROOT / ".agent-server/venv")]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_terminate_with_parent,  # if pytest dies, the script stops its services
         )
     server = AgentServer(f"http://127.0.0.1:{port}", proc, log, fake, data)
     try:
@@ -377,6 +384,10 @@ def test_sigterm_stops_everything(agent_server: AgentServer) -> None:
     port = int(agent_server.url.rsplit(":", 1)[1])
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
+
+
+def _terminate_with_parent() -> None:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _port(server: AgentServer) -> int:
