@@ -5,12 +5,15 @@ generated Dockerfile and a model of Docker's ignore rules stand in for it."""
 from __future__ import annotations
 
 import fnmatch
+import importlib.machinery
+import importlib.util
 import json
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,3 +142,37 @@ def test_langgraph_cli_generates_the_image(tmp_path: Path) -> None:
     assert f"ADD . /deps/{folder}" in dockerfile
     assert f"/deps/{folder}/graphs/studio.py:moa_local" in dockerfile
     assert f"/deps/{folder}/langgraph_moa/auth.py:auth" in dockerfile
+
+
+def agent_server_module() -> Any:
+    """scripts/agent-server as a module (it has no .py suffix: it is a command)."""
+    loader = importlib.machinery.SourceFileLoader(
+        "agent_server", str(ROOT / "scripts/agent-server")
+    )
+    spec = importlib.util.spec_from_loader("agent_server", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_agent_server_reads_the_env_of_langgraph_json(tmp_path: Path) -> None:
+    script = agent_server_module()
+    config = tmp_path / "langgraph.json"
+    config.write_text(json.dumps({"graphs": {}, "env": ".env"}))
+    assert script.env_defaults(config) == {}  # no file: nothing, no error
+    (tmp_path / ".env").write_text(
+        "# keys\nexport A=1\nB = 'two words'\nC=\"x=y\"\n\nnot a line\nEMPTY=\n"
+    )
+    assert script.env_defaults(config) == {"A": "1", "B": "two words", "C": "x=y", "EMPTY": ""}
+    config.write_text(json.dumps({"graphs": {}, "env": {"K": 3}}))
+    assert script.env_defaults(config) == {"K": "3"}
+
+
+def test_agent_server_refuses_bad_arguments() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/agent-server"), "--port", "1", "--workers", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "--workers must be at least 1" in out.stderr
