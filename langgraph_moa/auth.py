@@ -17,8 +17,10 @@ The rules, read from the environment on every request:
 * ``MOA_AUTH_ANONYMOUS=1`` (and no tokens): everyone is let in as ``anonymous``, for a server
   behind a gateway of your own that authenticates already.
 
-Every token sees every thread and assistant: this is one shared door, not per-user access
-control (add ``@auth.on`` handlers for that).
+Each token is a user: the threads it creates (and their runs) are its own, other tokens get
+404 for them (``owner`` in the thread's metadata, LangGraph's documented pattern; Aegra also
+scopes threads by user itself). Assistants are shared configuration. Without tokens everyone
+is the one ``anonymous`` user and nothing is separated.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from typing import Any
 
 from langgraph_sdk import Auth
 
-__all__ = ["ANONYMOUS_ENV", "TOKENS_ENV", "auth", "authenticate", "check"]
+__all__ = ["ANONYMOUS_ENV", "TOKENS_ENV", "auth", "authenticate", "check", "private_threads"]
 
 TOKENS_ENV = "MOA_API_TOKENS"
 ANONYMOUS_ENV = "MOA_AUTH_ANONYMOUS"
+ANONYMOUS = "anonymous"
 
 auth = Auth()
 
@@ -77,7 +80,7 @@ def check(
     tokens = allowed_tokens()
     if not tokens:
         if os.environ.get(ANONYMOUS_ENV) == "1" or _is_loopback(scope):
-            return {"identity": "anonymous", "display_name": "anonymous"}
+            return {"identity": ANONYMOUS, "display_name": ANONYMOUS}
         raise _denied(
             f"this server accepts only local callers until {TOKENS_ENV} is set"
             f" (or {ANONYMOUS_ENV}=1 behind an authenticating gateway)"
@@ -102,3 +105,18 @@ async def authenticate(
     """The server's hook. LangGraph passes ``headers`` and ``scope`` by name, Aegra passes
     only the headers (positionally): ``scope`` is then unknown and nobody counts as local."""
     return check(headers, scope)
+
+
+@auth.on.threads
+async def private_threads(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType | None:
+    """Every thread action: stamp ``owner`` on what is created, and let each action see only
+    the caller's threads. The one shared ``anonymous`` user is left as it was."""
+    identity = ctx.user.identity
+    if identity == ANONYMOUS:
+        return None
+    owner = {"owner": identity}
+    if isinstance(value, dict):
+        if not isinstance(value.get("metadata"), dict):
+            value["metadata"] = {}
+        value["metadata"].update(owner)  # in place: the server may hold this very dict
+    return owner

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import make_model
+from test_auth import assert_threads_are_private
 
 from langgraph_moa.testing import Behavior, OpenAIServer
 
@@ -241,7 +242,7 @@ def ask(question: str = QUESTION) -> dict[str, Any]:
 # --------------------------------------------------------------------------- tests
 
 
-def test_bearer_token_required(server: AgentServer) -> None:
+def test_bearer_tokens_and_private_threads(server: AgentServer) -> None:
     def status(headers: dict[str, str]) -> int:
         req = urllib.request.Request(
             server.url + "/assistants/search", data=b"{}", headers=headers, method="POST"
@@ -258,6 +259,7 @@ def test_bearer_token_required(server: AgentServer) -> None:
     assert status({"Authorization": f"Basic {TOKEN}"}) == 401
     assert status({"Authorization": f"Bearer {TOKEN}"}) == 200
     assert status({"Authorization": "Bearer other-token"}) == 200
+    assert_threads_are_private(server.url, TOKEN, "other-token")
 
 
 async def test_registered_specs_run_and_stream(server: AgentServer, client: Any) -> None:

@@ -153,6 +153,7 @@ def test_langgraph_dev_enforces_tokens(tmp_path: Path) -> None:
         assert status({}) == 401  # although this caller is local: tokens are set
         assert status({"Authorization": "Bearer secret-3"}) == 401
         assert status({"Authorization": "Bearer secret-2"}) == 200
+        assert_threads_are_private(url, "secret-1", "secret-2")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -160,3 +161,44 @@ def test_langgraph_dev_enforces_tokens(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def assert_threads_are_private(url: str, mine: str, theirs: str) -> None:
+    """A thread belongs to the token that made it: another token can neither see nor use it
+    (used against Aegra too: tests/test_agent_server.py)."""
+    from langgraph_sdk import get_sync_client
+    from langgraph_sdk.errors import NotFoundError
+
+    me = get_sync_client(url=url, headers={"Authorization": f"Bearer {mine}"})
+    other = get_sync_client(url=url, headers={"Authorization": f"Bearer {theirs}"})
+    thread = me.threads.create(metadata={"topic": "private"})
+    tid = thread["thread_id"]
+    assert me.threads.get(tid)["metadata"]["topic"] == "private"
+    assert tid in {t["thread_id"] for t in me.threads.search(limit=100)}
+    assert tid not in {t["thread_id"] for t in other.threads.search(limit=100)}
+    with pytest.raises(NotFoundError):
+        other.threads.get(tid)
+    with pytest.raises(NotFoundError):
+        other.threads.update(tid, metadata={"topic": "taken"})
+    with pytest.raises(NotFoundError):
+        other.runs.create(tid, "moa", input={"messages": []})
+    with pytest.raises(NotFoundError):
+        other.threads.delete(tid)
+    assert me.threads.get(tid)["metadata"]["topic"] == "private"
+    assert other.assistants.search(graph_id="moa")  # assistants stay shared
+
+
+async def test_anonymous_threads_are_left_alone() -> None:
+    """Without tokens there is one user: no owner stamped, no filter (local dev unchanged)."""
+    from types import SimpleNamespace
+
+    handler = moa_auth.private_threads
+    value: dict[str, Any] = {"metadata": {"a": 1}}
+    ctx = SimpleNamespace(user=SimpleNamespace(identity="anonymous"))
+    assert await handler(ctx, value) is None and value == {"metadata": {"a": 1}}  # type: ignore[arg-type]
+    ctx = SimpleNamespace(user=SimpleNamespace(identity="token:abc"))
+    assert await handler(ctx, value) == {"owner": "token:abc"}  # type: ignore[arg-type]
+    assert value == {"metadata": {"a": 1, "owner": "token:abc"}}
+    value = {"metadata": None, "thread_id": "t"}
+    await handler(ctx, value)  # type: ignore[arg-type]
+    assert value["metadata"] == {"owner": "token:abc"}
