@@ -12,7 +12,8 @@ The rules, read from the environment on every request:
   <one of them>`` (compared in constant time). The user's identity is ``token:<sha256
   prefix>``; the token itself is never stored or logged.
 * unset: callers on the loopback interface (``langgraph dev`` on your machine) are let in as
-  ``anonymous``; anyone else gets 401 naming ``MOA_API_TOKENS``. Aegra does not tell the
+  ``anonymous``, unless a proxy forwarded them (``Forwarded``/``X-Forwarded-For``/
+  ``X-Real-IP``); anyone else gets 401 naming ``MOA_API_TOKENS``. Aegra does not tell the
   handler who is calling, so there nobody is let in.
 * ``MOA_AUTH_ANONYMOUS=1`` (and no tokens): everyone is let in as ``anonymous``, for a server
   behind a gateway of your own that authenticates already.
@@ -57,7 +58,14 @@ def _header(headers: Mapping[Any, Any], name: str) -> str | None:
     return None
 
 
-def _is_loopback(scope: Mapping[str, Any] | None) -> bool:
+_FORWARDED = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def _is_local(headers: Mapping[Any, Any], scope: Mapping[str, Any] | None) -> bool:
+    """The caller is on this machine: a loopback peer that no proxy forwarded (a proxy on the
+    same host would otherwise make every caller local)."""
+    if any(_header(headers, name) is not None for name in _FORWARDED):
+        return False
     client = (scope or {}).get("client")
     if not client:
         return False
@@ -79,7 +87,7 @@ def check(
     """The user for a request, or ``Auth.exceptions.HTTPException`` (401)."""
     tokens = allowed_tokens()
     if not tokens:
-        if os.environ.get(ANONYMOUS_ENV) == "1" or _is_loopback(scope):
+        if os.environ.get(ANONYMOUS_ENV) == "1" or _is_local(headers, scope):
             return {"identity": ANONYMOUS, "display_name": ANONYMOUS}
         raise _denied(
             f"this server accepts only local callers until {TOKENS_ENV} is set"

@@ -81,6 +81,10 @@ async def test_without_tokens_only_local_callers() -> None:
         with pytest.raises(Auth.exceptions.HTTPException) as exc:
             await call({}, scope)
         assert moa_auth.TOKENS_ENV in denied(exc)
+    # A proxy on the same machine: the peer is local, the caller is not.
+    for header in (b"x-forwarded-for", b"Forwarded", b"X-Real-IP"):
+        with pytest.raises(Auth.exceptions.HTTPException):
+            await call({header: b"203.0.113.7"}, LOCAL)
 
 
 async def test_anonymous_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
