@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -165,11 +167,14 @@ def stop(server: AgentServer) -> int | None:
     return server.proc.returncode
 
 
-@pytest.fixture(scope="module")
-def agent_server() -> Iterator[AgentServer]:
-    fake = OpenAIServer().start()
+def new_data_dir() -> Path:
     data = Path(tempfile.mkdtemp(prefix="moa-agent-test-", dir="/tmp"))
     data.chmod(0o755)  # the postgres and redis users must reach their folders
+    return data
+
+
+def launch(fake: OpenAIServer, data: Path, workers: int, **extra_env: str) -> AgentServer:
+    """scripts/agent-server in its own session; returns once it printed READY."""
     specs = write_specs(data, fake.base_url)
     port = free_port()
     log = data / "agent-server.log"
@@ -185,9 +190,11 @@ def agent_server() -> Iterator[AgentServer]:
         HEARTBEAT_INTERVAL_SECONDS="2",
         REAPER_INTERVAL_SECONDS="2",
         LOG_LEVEL="WARNING",
+        **extra_env,
     )
     cmd = [sys.executable, str(ROOT / "scripts" / "agent-server"), "--port", str(port)]
-    cmd += ["--workers", "2", "--data", str(data), "--venv", str(ROOT / ".agent-server/venv")]
+    cmd += ["--workers", str(workers), "--data", str(data)]
+    cmd += ["--venv", str(ROOT / ".agent-server/venv")]  # kept between test runs
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd,
@@ -198,20 +205,29 @@ def agent_server() -> Iterator[AgentServer]:
             preexec_fn=_terminate_with_parent,  # if pytest dies, the script stops its services
         )
     server = AgentServer(f"http://127.0.0.1:{port}", proc, log, fake, data)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while f"READY {server.url}" not in server.log_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"agent-server did not start:\n{server.log_text()}")
-            time.sleep(0.5)
-        server.started = descendants(proc.pid)
-        yield server
-    finally:
-        try:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while f"READY {server.url}" not in server.log_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
             stop(server)
+            pytest.fail(f"agent-server did not start:\n{server.log_text()}")
+        time.sleep(0.5)
+    server.started = descendants(proc.pid)
+    return server
+
+
+@pytest.fixture(scope="module")
+def agent_server() -> Iterator[AgentServer]:
+    fake = OpenAIServer().start()
+    data = new_data_dir()
+    try:
+        server = launch(fake, data, workers=2)
+        try:
+            yield server
         finally:
-            fake.stop()
-            shutil.rmtree(data, ignore_errors=True)
+            stop(server)
+    finally:
+        fake.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture
@@ -377,6 +393,41 @@ async def test_worker_killed_mid_run_is_resumed(server: AgentServer, client: Any
     calls = {m: [r["outcome"] for r in server.fake.log(m)] for m in ("c1", "c2", "c3", "slow")}
     assert calls == {"c1": ["ok"], "c2": ["ok"], "c3": ["ok"], "slow": ["hang", "ok"]}
     assert len(server.fake.log("cagg")) == 1
+
+
+async def test_second_server_shares_the_database_and_queue(
+    server: AgentServer, client: Any
+) -> None:
+    """Scaling out: another agent-server on the first one's PostgreSQL and Redis
+    (DATABASE_URL/REDIS_URL: it starts neither) serves the same threads."""
+    log = server.log_text()
+    pg = re.search(r"PostgreSQL ready on 127\.0\.0\.1:(\d+)", log)
+    redis = re.search(r"Redis ready on 127\.0\.0\.1:(\d+)", log)
+    assert pg and redis, log
+    keys = json.loads((server.data / "secrets.json").read_text())
+    data = new_data_dir()
+    second = launch(
+        server.fake,
+        data,
+        workers=1,
+        DATABASE_URL=f"postgresql://moa:{keys['postgres']}@127.0.0.1:{pg[1]}/aegra",
+        REDIS_URL=f"redis://:{keys['redis']}@127.0.0.1:{redis[1]}/0",
+    )
+    try:
+        assert "PostgreSQL ready" not in second.log_text()
+        assert "Redis ready" not in second.log_text()
+        thread = await client.threads.create()
+        out = await sdk_client(second).runs.wait(
+            thread["thread_id"], "moa", input=ask(), context={"preset": "fast"}
+        )
+        assert out["answer"].startswith("agg says:")
+        state = await client.threads.get_state(thread["thread_id"])
+        assert state["values"]["answer"] == out["answer"]
+    finally:
+        try:
+            assert stop(second) == 0
+        finally:
+            shutil.rmtree(data, ignore_errors=True)
 
 
 def test_sigterm_stops_everything(agent_server: AgentServer) -> None:
