@@ -66,6 +66,8 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
+from langgraph_moa.errors import MoAError
+
 if TYPE_CHECKING:  # pragma: no cover - typing only; never import llama_cpp eagerly
     from llama_cpp import Llama
 
@@ -109,8 +111,11 @@ _CALL_PARAMS = frozenset(
 _IGNORED_PARAMS = frozenset({"stream", "ls_structured_output_format"})
 
 
-class LocalModelUnavailableError(RuntimeError):
-    """`llama-cpp-python` or the bundled GGUF is missing; nothing is ever downloaded."""
+class LocalModelUnavailableError(MoAError, RuntimeError):
+    """`llama-cpp-python` or the bundled GGUF is missing; nothing is ever downloaded.
+
+    A ``MoAError``: permanent until someone installs the extra, so never retried (a server
+    whose image lacks ``[local]`` answers ``moa_local`` runs with this at once)."""
 
 
 # --------------------------------------------------------------------------- model location

@@ -32,12 +32,13 @@ Request log records (plain dicts, JSON-serialisable)::
 
     seq, model, stream, messages, max_tokens, temperature, has_auth, call_index,
     start, first_byte, end, status, outcome, prompt_tokens, completion_tokens,
-    tools (the offered tools' names, or None), tool_choice, stop, response_format,
+    tools (the offered tools' names, or None), tool_choice, stop, response_format, peer_port,
     params (every other request field as sent: max_tokens, top_p, seed, stream...)
 
 ``start``/``first_byte``/``end`` are ``time.time()`` wall-clock seconds (comparable across
 processes); ``call_index`` is the 1-based per-model request number; ``has_auth`` says
-whether an ``Authorization`` header was sent (its value is never stored). ``outcome`` is
+whether an ``Authorization`` header was sent (its value is never stored); ``peer_port`` is
+the client's TCP port (which process made a call: tests/test_agent_server.py). ``outcome`` is
 one of ``ok``, ``empty``, ``malformed``, ``dropped``, ``hang``, ``context_length``,
 ``bad_request``, ``tool_call`` (answered with a tool call), ``cancelled`` (client went
 away / server stopped before an answer) or the HTTP status as a string for injected
@@ -106,6 +107,11 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 # --------------------------------------------------------------------------- server
+
+
+def _peer_port(request: web.Request) -> int | None:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return int(peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else None
 
 
 class OpenAIServer:
@@ -412,6 +418,7 @@ class OpenAIServer:
             "temperature": None,
             "stop": None,
             "has_auth": "Authorization" in request.headers,
+            "peer_port": _peer_port(request),
             "call_index": 0,
             "start": start,
             "first_byte": None,
