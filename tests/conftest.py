@@ -29,6 +29,10 @@ FAST_RETRY = {"jitter": False, "initial_interval": 0.02, "backoff_factor": 1.5, 
 
 ModelFactory = Callable[..., dict[str, Any]]
 
+collect_ignore = ["compat"]
+"""tests/compat runs from a virtualenv of its own (scripts/test), with its own conftest: both
+conftests would be the one module ``conftest`` in one run."""
+
 
 @pytest_asyncio.fixture
 async def server() -> AsyncIterator[OpenAIServer]:
