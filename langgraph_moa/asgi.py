@@ -250,7 +250,10 @@ class RequestGuard:
                 send, exc.status, error_body(path, exc.status, exc.message, exc.code), headers
             )
             return
-        except _Disconnected:  # the client went away while sending: nobody to answer
+        except _Disconnected:
+            # The client went away while sending: nobody reads this answer (the server drops
+            # it), but an app or middleware around this one still gets a response.
+            await send_json(send, 400, error_body(path, 400, "client disconnected", "gone"), {})
             return
         run = is_run_route(scope["method"], path)
         if run:

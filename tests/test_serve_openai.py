@@ -204,7 +204,9 @@ def test_model_by_id(client: openai.OpenAI) -> None:
 def test_unknown_routes_and_methods_are_openai_shaped(
     served: Served, method: str, path: str, status: int, message: str
 ) -> None:
-    r = httpx.request(method, f"{served.url}{path}", timeout=10)
+    # A POST carries JSON, as every client sends it (the guard answers 415 to anything else).
+    body = {"json": {}} if method == "POST" else {}
+    r = httpx.request(method, f"{served.url}{path}", timeout=10, **body)
     assert r.status_code == status
     error = r.json()["error"]
     assert error["message"].startswith(message) and error["type"] == "invalid_request_error"
