@@ -10,6 +10,8 @@ CORS ``allow_origins`` (Studio's, by default): one list to edit. Clients that ar
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
@@ -26,4 +28,17 @@ def cors_origins() -> list[str]:
     return list(cors.get("allow_origins") or [])
 
 
-app = Starlette(middleware=[Middleware(OriginGuard, allowed_origins=cors_origins())])
+def _app() -> Starlette:
+    """A FastAPI app where FastAPI is installed (Aegra accepts nothing else; it depends on
+    FastAPI), else a plain Starlette one (all the LangGraph server needs; an image built from
+    ``dependencies: ["."]`` has no FastAPI). No routes of its own, no docs pages."""
+    middleware = [Middleware(OriginGuard, allowed_origins=cors_origins())]
+    try:
+        from fastapi import FastAPI
+    except ImportError:
+        return Starlette(middleware=middleware)
+    quiet: dict[str, Any] = {"openapi_url": None, "docs_url": None, "redoc_url": None}
+    return FastAPI(middleware=middleware, **quiet)
+
+
+app = _app()
