@@ -11,12 +11,16 @@ events, so a browser (or any other front end) never has to know LangGraph's chun
   ``id``: a new id for the same node means the answer restarted after an error)
 - ``answer``: a proposer's whole answer (authoritative; tokens are only a preview)
 - ``call``: a finished call's record (``calls[]`` of the state: status, latency, tokens, cost)
-- ``references``: what a layer hands on (the last layer's are what the aggregator read)
+- ``references``: what a layer hands on (the last layer's are what the aggregator read), with
+  ``sources``: who wrote each (``{"node", "model"}``, or null when it cannot be told)
+- ``ranked``: a ranked layer (``rank:`` specs): each ranker's order and the combined table
 - ``final``: the final answer (aggregator, or the fallback when a whole layer failed)
-- ``review``: the run paused before the aggregator (a spec with ``review: true``) with the
-  references it would read; resuming continues the same turn
+- ``review``: the run paused before the aggregator (a spec with ``review: true``): the
+  interrupt's payload as the graph gave it, ``references`` (what it would read) always there;
+  resuming continues the same turn
 - ``done``: the turn's summary (totals, wall time, critical path)
 - ``error``: the run failed; ``partial`` carries what it had computed
+- ``cancelled``: the run was stopped (``web/runs.py`` emits it; ``partial`` as for ``error``)
 """
 
 from __future__ import annotations
@@ -113,8 +117,58 @@ def summary(calls: list[dict[str, Any]], wall_s: float | None) -> dict[str, Any]
     }
 
 
-def _updates(chunk: Mapping[str, Any]) -> Iterable[Event]:
-    """``answer``/``call``/``references``/``final`` events from one ``updates`` chunk.
+def ranking_view(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A layer's ranking (``LayerRanking``) as the page shows it: each ranker's order, and the
+    combined table (mean rank, kept or dropped) best first."""
+    kept = set(record.get("kept") or [])
+    mean = record.get("mean_rank") or {}
+    return {
+        "layer": record.get("layer"),
+        "rankers": [
+            {
+                "ranker": r.get("ranker"),
+                "model": r.get("model"),
+                "ok": r.get("ok"),
+                "order": list(r.get("order") or []),
+                "error": r.get("error"),
+            }
+            for r in record.get("rankers") or []
+        ],
+        "table": [
+            {
+                "node": node,
+                "model": node.split("/", 1)[-1],
+                "score": mean.get(node),
+                "kept": node in kept,
+            }
+            for node in record.get("order") or []
+        ],
+        "kept": list(record.get("kept") or []),
+    }
+
+
+def reference_sources(
+    nodes: list[str],
+    references: list[str],
+    answers: Mapping[str, str],
+    calls: Iterable[Mapping[str, Any]],
+    kept: list[str] | None = None,
+) -> list[dict[str, Any] | None]:
+    """Who wrote each reference: ``{"node", "model"}`` (the model that answered, a fallback's
+    name if one did), or None when it cannot be told (e.g. references edited at a review).
+
+    A layer's references are its answers in spec order (``nodes``), or the kept ones after a
+    ranking."""
+    writers = [n for n in (kept if kept is not None else nodes) if n in answers]
+    if len(writers) != len(references):
+        return [None] * len(references)
+    model = {c["node"]: c["model"] for c in calls if c.get("status") in ("ok", "fallback")}
+    return [{"node": n, "model": model.get(n, n.split("/", 1)[-1])} for n in writers]
+
+
+def _updates(chunk: Mapping[str, Any], seen: dict[str, Any]) -> Iterable[Event]:
+    """``answer``/``call``/``references``/``ranked``/``final`` events from one ``updates``
+    chunk. ``seen`` collects the run's answers and calls, and holds its ``layout``.
 
     Error handlers report as ``__error_handler__<node>``: only the values matter here."""
     for node, update in chunk.items():
@@ -123,19 +177,33 @@ def _updates(chunk: Mapping[str, Any]) -> Iterable[Event]:
         answers = update.get("answers")
         if isinstance(answers, Mapping):
             for key, text in answers.items():
+                seen["answers"][key] = text
                 yield "answer", {"node": key, "text": text}
         calls = update.get("calls")
         if isinstance(calls, list):
             for record in calls:
+                seen["calls"].append(record)
                 yield "call", dict(record)
+        kept = None
+        rankings = update.get("rankings")
+        if isinstance(rankings, list):
+            for ranking in rankings:
+                view = ranking_view(ranking)
+                kept = view["kept"]
+                yield "ranked", view
         refs = update.get("references")
         if isinstance(refs, list) and node.endswith(("/aggregate", "/rank")):  # rank: top k
             layer = int(node.split("/")[0].removeprefix("layer_"))
+            seats = seen["layout"]["layers"] if seen.get("layout") else []
+            nodes = [s["node"] for s in seats[layer - 1]] if layer <= len(seats) else []
             yield (
                 "references",
                 {
                     "layer": layer,
                     "references": list(refs),
+                    "sources": reference_sources(
+                        nodes, list(refs), seen["answers"], seen["calls"], kept
+                    ),
                     "fallback_reason": update.get("fallback_reason") or None,
                 },
             )
@@ -177,6 +245,7 @@ async def run_events(
     yield "run", start
     began = time.perf_counter()
     final: dict[str, Any] = {}
+    seen: dict[str, Any] = {"answers": {}, "calls": [], "layout": start.get("layout")}
     modes: list[StreamMode] = ["custom", "messages", "updates", "values"]
     stream = cast(  # astream is an async generator; its annotation says only AsyncIterator
         AsyncGenerator[tuple[str, Any], None],
@@ -197,7 +266,7 @@ async def run_events(
                     if token := _token(chunk):
                         yield token
                 elif mode == "updates" and isinstance(chunk, Mapping):
-                    for event in _updates(chunk):
+                    for event in _updates(chunk, seen):
                         yield event
                 elif mode == "values" and isinstance(chunk, Mapping):
                     final = dict(chunk)
@@ -216,8 +285,8 @@ async def run_events(
         return
     if "__interrupt__" in final:
         pause = final["__interrupt__"][0].value
-        refs = pause.get("references", []) if isinstance(pause, Mapping) else []
-        yield "review", {"references": list(refs)}
+        payload = dict(pause) if isinstance(pause, Mapping) else {"value": pause}
+        yield "review", {**payload, "references": list(payload.get("references") or [])}
         return
     if not final.get("answer"):
         yield (

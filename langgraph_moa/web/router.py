@@ -1,77 +1,205 @@
-"""The web UI as a FastAPI router: the page, its assets, the run event stream, past threads.
+"""The web UI as a FastAPI router: the page, its assets, server-side runs, conversations.
 
 ``ui_router(specs, db_path=...)`` is everything the page needs; ``moa serve`` includes it in
 its app and ``create_ui_app`` wraps it alone (``moa ui``, tests). Every URL the page uses is
-relative, so the router may be included under a prefix.
+relative, so the router may be included under a prefix. The router's lifespan cancels the
+runs still going when the app shuts down.
 
-    GET  /                          the page
-    GET  /ui/static/<file>          its script, style and vendored libraries (no CDN)
-    GET  /ui/api/specs              the specs a run may use, their layout and missing keys
-    GET  /ui/api/mermaid?spec=NAME  the spec's graph as Mermaid text
-    POST /ui/api/runs               {"spec", "question", "thread_id"?} -> text/event-stream
-    GET  /ui/api/threads            past conversations, most recent first
-    GET  /ui/api/threads/{id}       every turn of one, as its cards showed it
+    GET    /                                 the page
+    GET    /ui/static/<file>                 its script, style and vendored libraries (no CDN)
+    GET    /ui/api/specs                     the specs a run may use and their layout
+    GET    /ui/api/mermaid?spec=NAME         the spec's graph as Mermaid text
+    POST   /ui/api/runs                      start a turn (or resume one) -> 202 {run_id, ...}
+    GET    /ui/api/runs/{id}/events          its events (SSE; Last-Event-ID replays the rest)
+    POST   /ui/api/runs/{id}/cancel          Stop
+    GET    /ui/api/threads?q=                the caller's conversations, most recent first
+    GET    /ui/api/threads/{id}              every turn of one, as its cards showed it
+    PATCH  /ui/api/threads/{id}              rename; DELETE deletes
+    GET    /ui/api/threads/{id}/export       ?format=md|json
+    POST   /ui/api/threads/{id}/retry        redo a turn's synthesis, or the whole turn
+
+Conversations are owned: a request's bearer token (``Authorization: Bearer``) names its
+namespace (a hash of it is stored with each thread it creates); a request sees, extends and
+deletes only threads of its own namespace. Without tokens every client shares one namespace:
+the page is single-user. Validating tokens is the app's job (``moa serve --api-key-env``).
+
+Errors are ``{"error": {"message", "field"?}}`` with a 4xx status, given before any model is
+called; they never name the server's environment variables.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from langgraph_moa.cache import graph_cache
 from langgraph_moa.graphs.builder import build_graph
 from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.redact import scrub
+from langgraph_moa.web import export, store
 from langgraph_moa.web.events import Event, layout, run_events
-from langgraph_moa.web.threads import list_threads, thread_turns
+from langgraph_moa.web.runs import Run, RunRegistry, TooBusy
+from langgraph_moa.web.threads import fork_point, label_references, list_threads, thread_turns
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(str(files("langgraph_moa.web").joinpath("static")))
 
-# Offline by construction: the page may load nothing but what this router serves.
+# Offline by construction: the page may load nothing but what this router serves; model
+# output it renders can neither submit a form nor be framed by another site.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';"
     " img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none';"
-    " base-uri 'self'; frame-ancestors 'self'"
+    " base-uri 'self'; form-action 'none'; frame-ancestors 'none'"
 )
 MEDIA = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+
+MAX_QUESTION_BYTES = 32 * 1024
+MAX_TITLE = 200
+MAX_RESUME_BYTES = 256 * 1024
+THREAD_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+class WebError(Exception):
+    """A refusal the page shows: ``{"error": {"message", "field"?}}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+    def response(self) -> JSONResponse:
+        error: dict[str, Any] = {"message": self.message}
+        if self.field:
+            error["field"] = self.field
+        return JSONResponse({"error": error}, status_code=self.status)
+
+
+class WebRoute(APIRoute):
+    """Every route's refusals in the page's error shape (the app's handlers are not ours)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except WebError as exc:
+                return exc.response()
+            except RequestValidationError as exc:
+                first = exc.errors()[0] if exc.errors() else {}
+                field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+                return WebError(400, f"{field or 'request'}: {first.get('msg')}", field).response()
+            except Exception as exc:  # e.g. the thread store is broken: one line, no traceback
+                message = scrub(f"the server failed: {type(exc).__name__}: {exc}")[:500]
+                log.error("%s %s: %s", request.method, request.url.path, message)
+                return WebError(500, message).response()
+
+        return handle
+
+
+def _question(value: str) -> str:
+    if len(value.encode()) > MAX_QUESTION_BYTES:
+        raise ValueError(f"at most {MAX_QUESTION_BYTES // 1024} KiB")
+    return value
 
 
 class RunRequest(BaseModel):
     """One question to one spec, optionally continuing a conversation."""
 
-    spec: str = Field(description="Name of a spec the server offers (GET /ui/api/specs).")
+    model_config = ConfigDict(extra="ignore")
+
+    spec: str = Field(max_length=200, description="A spec the server offers (/ui/api/specs).")
     question: str = Field("", description="The user's message (not with ``resume``).")
     thread_id: str | None = Field(
         None, description="Continue this conversation; omitted = start a new one."
     )
-    resume: bool | list[str] | None = Field(
+    resume: bool | list[str] | dict[str, Any] | None = Field(
         None,
-        description="Continue a run paused for review (``thread_id`` required): true reads the"
-        " references as they are, a list replaces them.",
+        description="Continue the thread's last turn: a review pause (true reads the"
+        " references as they are, a list replaces them, an object is passed to the graph),"
+        " or a turn that was stopped or failed (true).",
     )
+    client_id: str | None = Field(None, max_length=128)
+
+    _question = field_validator("question")(_question)
+
+    @field_validator("resume")
+    @classmethod
+    def _resume(cls, value: Any) -> Any:
+        if value is not None and len(json.dumps(value)) > MAX_RESUME_BYTES:
+            raise ValueError(f"at most {MAX_RESUME_BYTES // 1024} KiB")
+        return value
 
 
-def _sse(event: Event) -> str:
-    name, data = event
-    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False, default=str)}\n\n"
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    turn: int = Field(ge=1, le=10_000)
+    what: Literal["synthesis", "turn"] = "synthesis"
+    question: str | None = None
+    spec: str | None = Field(None, max_length=200)
+
+    _question = field_validator("question")(lambda v: v if v is None else _question(v))
+
+
+class RenameRequest(BaseModel):
+    title: str = Field(min_length=1, max_length=MAX_TITLE)
+
+
+async def _body(request: Request, model: type[BaseModel]) -> Any:
+    """The JSON body as ``model``: 415 unless it says JSON, 400 naming the field otherwise."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise WebError(415, "the body must be JSON (Content-Type: application/json)")
+    try:
+        data = json.loads(await request.body())
+    except (ValueError, RecursionError):
+        raise WebError(400, "the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise WebError(400, "the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else None  # the body's own key
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise WebError(400, f"{field}: {message}", field) from None
+
+
+def _thread_id(value: str) -> str:
+    if not THREAD_ID.fullmatch(value):
+        raise WebError(400, "thread_id: 1 to 128 of A-Z, a-z, 0-9, _ and -", "thread_id")
+    return value
+
+
+def _owner(request: Request) -> str | None:
+    """The caller's namespace: a hash of its bearer token (None without one)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return store.owner_hash(token.strip()) if scheme.lower() == "bearer" else None
+
+
+def _sse(seq: int, name: str, data: str) -> str:
+    return f"id: {seq}\nevent: {name}\ndata: {data}\n\n"
 
 
 def _nodes(seats: dict[str, Any]) -> set[str]:
@@ -83,33 +211,136 @@ def ui_router(
     *,
     db_path: str | Path,
     chat_models: Mapping[str, BaseChatModel] | None = None,
+    runs: RunRegistry | None = None,
 ) -> APIRouter:
     """Routes of the web UI for ``specs`` (name -> spec; the first is preselected).
 
-    Conversations live in the SQLite file ``db_path`` (the one ``moa --thread`` uses, so
-    the page lists the shell's threads too). ``chat_models`` plugs in chat model instances
-    by model name, as in ``build_graph``."""
+    Conversations live in the SQLite file ``db_path`` (the page's own: ``web_db_path()``
+    by default in ``moa ui`` and ``moa serve``). ``chat_models`` plugs in chat model
+    instances by model name, as in ``build_graph``. ``runs``: the run registry (its limits)."""
     if not specs:
         raise ValueError("ui_router needs at least one spec")
     specs = dict(specs)
     db = Path(db_path)
-    running: set[str] = set()
-    router = APIRouter()
+    registry = runs or RunRegistry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await registry.aclose()
+
+    router = APIRouter(route_class=WebRoute, lifespan=lifespan)
+    router.runs = registry  # type: ignore[attr-defined]  # tests and embedding apps
 
     @cache
     def graph_of(name: str) -> StateGraph[Any, Any, Any, Any]:
         return build_graph(specs[name], chat_models=chat_models)
 
+    def compiled(name: str, saver: AsyncSqliteSaver) -> CompiledStateGraph[Any, Any, Any, Any]:
+        spec = specs[name]
+        return graph_of(name).compile(checkpointer=saver, cache=graph_cache(spec), name=spec.name)
+
+    def graphs(saver: AsyncSqliteSaver) -> Callable[[str | None], Any]:
+        made: dict[str, Any] = {}
+        first = next(iter(specs))
+
+        def graph_for(name: str | None) -> Any:
+            name = name if name in specs else first
+            assert name is not None
+            if name not in made:
+                made[name] = compiled(name, saver)
+            return made[name]
+
+        return graph_for
+
     def spec_named(name: str) -> MoASpec:
         if name not in specs:
-            raise HTTPException(404, f"unknown spec {name!r}; specs: {', '.join(specs)}")
-        return specs[name]
+            raise WebError(404, f"unknown spec {name!r}; specs: {', '.join(specs)}", "spec")
+        spec = specs[name]
+        if spec.missing_keys():  # the operator's business: never name the variables
+            raise WebError(400, f"spec {name!r} is not configured on the server", "spec")
+        return spec
 
     @asynccontextmanager
     async def saver() -> AsyncIterator[AsyncSqliteSaver]:
         db.parent.mkdir(parents=True, exist_ok=True)
         async with AsyncSqliteSaver.from_conn_string(str(db)) as s:
+            await store.setup(s)
             yield s
+
+    async def owned(s: AsyncSqliteSaver, thread_id: str, owner: str | None) -> dict[str, Any]:
+        """The thread's row if the caller may see it; 404 otherwise (also for others')."""
+        row = await store.thread_row(s, _thread_id(thread_id))
+        if row is None or row["owner"] != owner:
+            raise WebError(404, f"no conversation {thread_id!r}", "thread_id")
+        return row
+
+    def run_of(run_id: str, owner: str | None) -> Run:
+        run = registry.get(run_id)
+        if run is None or run.owner != owner:
+            raise WebError(404, f"no run {run_id!r} (finished runs are kept a while)", "run_id")
+        return run
+
+    async def record_end(run: Run) -> None:
+        """How the run's turn ended, for the thread read (an unfinished turn's reason)."""
+        name, text = run.events[-1]
+        status = {"done": "done", "review": "paused", "cancelled": "cancelled"}.get(name, "failed")
+        error = json.loads(text).get("message") if status == "failed" else None
+        async with saver() as s:
+            segments = await thread_turns(graphs(s), run.thread_id)
+            if segments:
+                await store.record_turn(s, run.thread_id, segments[-1]["key"], status, error)
+
+    def launch(
+        spec_name: str,
+        thread_id: str,
+        owner: str | None,
+        payload: Any,
+        start: dict[str, Any],
+        checkpoint: RunnableConfig | None = None,
+    ) -> Run:
+        """A server-side run of ``payload`` on the thread (forked at ``checkpoint``)."""
+
+        async def events() -> AsyncIterator[Event]:
+            try:
+                async with saver() as s:
+                    config: RunnableConfig = {
+                        "configurable": {
+                            **((checkpoint or {}).get("configurable") or {}),
+                            "thread_id": thread_id,
+                        },
+                        "metadata": {"moa_spec": spec_name},
+                    }
+                    graph = compiled(spec_name, s)
+                    async for event in run_events(graph, payload, config, start=start):
+                        yield event
+            except Exception as exc:  # e.g. the thread store failed: say so, keep the page
+                message = scrub(f"the server could not run this turn: {type(exc).__name__}: {exc}")
+                log.error("%s (thread %s)", message, thread_id)  # scrubbed: no traceback
+                yield "error", {"message": message, "partial": {}, "summary": None}
+
+        try:
+            run = registry.start(
+                thread_id=thread_id,
+                turn=int(start["turn"]),
+                owner=owner,
+                events=events(),
+                on_end=record_end,
+            )
+        except TooBusy as exc:
+            raise WebError(429, str(exc)) from None
+        start["run_id"] = run.id
+        return run
+
+    def accepted(run: Run, **more: Any) -> JSONResponse:
+        body = {"run_id": run.id, "thread_id": run.thread_id, "turn": run.turn, **more}
+        return JSONResponse(body, status_code=202)
+
+    def not_running(thread_id: str) -> None:
+        if busy := registry.running_on(thread_id):
+            raise WebError(
+                409, f"this conversation is already running a turn ({busy.id})", "thread_id"
+            )
 
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -120,7 +351,7 @@ def ui_router(
     async def static(name: str) -> FileResponse:
         path = (STATIC / name).resolve()
         if not path.is_file() or STATIC.resolve() not in path.parents:
-            raise HTTPException(404, "no such file")
+            raise WebError(404, "no such file")
         media = MEDIA.get(path.suffix, "text/plain")
         return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})
 
@@ -131,7 +362,7 @@ def ui_router(
                 {
                     "name": name,
                     "layout": layout(spec),
-                    "missing_keys": spec.missing_keys(),
+                    "configured": not spec.missing_keys(),
                     "review": spec.review,
                 }
                 for name, spec in specs.items()
@@ -140,84 +371,69 @@ def ui_router(
 
     @router.get("/ui/api/mermaid")
     async def mermaid_of(spec: str) -> dict[str, str]:
-        from langgraph_moa.cli import mermaid
+        from langgraph_moa.graphs.drawing import mermaid
 
-        return {"spec": spec, "mermaid": mermaid(spec_named(spec))}
+        if spec not in specs:
+            raise WebError(404, f"unknown spec {spec!r}", "spec")
+        return {"spec": spec, "mermaid": mermaid(specs[spec])}
 
-    @router.get("/ui/api/threads")
-    async def threads() -> dict[str, Any]:
-        async with saver() as s:
-            return {"threads": await list_threads(s)}
-
-    @router.get("/ui/api/threads/{thread_id}")
-    async def thread(thread_id: str) -> dict[str, Any]:
-        async with saver() as s:
-            graph = graph_of(next(iter(specs))).compile(checkpointer=s)
-            turns = await thread_turns(graph, thread_id)
-        if not turns:
-            raise HTTPException(404, f"no conversation {thread_id!r}")
-        for turn in turns:  # cards in spec order when the turn's spec is still offered
-            spec = specs.get(turn["spec"] or "")
-            if spec is not None and _nodes(layout(spec)) == _nodes(turn["layout"]):
-                turn["layout"] = layout(spec)
-        return {"thread_id": thread_id, "turns": turns}
-
-    @router.post("/ui/api/runs")
-    async def run(request: RunRequest) -> StreamingResponse:
-        spec = spec_named(request.spec)
-        question = request.question.strip()
-        if request.resume is not None:
-            if not request.thread_id:
-                raise HTTPException(400, "resume needs the thread_id of the paused run")
+    @router.post("/ui/api/runs", status_code=202)
+    async def start_run(request: Request) -> JSONResponse:
+        body: RunRequest = await _body(request, RunRequest)
+        owner = _owner(request)
+        spec = spec_named(body.spec)
+        question = body.question.strip()
+        if body.resume is not None:
+            if not body.thread_id:
+                raise WebError(400, "resume needs the thread_id of the paused run", "thread_id")
         elif not question:
-            raise HTTPException(400, "the question is empty")
-        if missing := spec.missing_keys():
-            needs = "; ".join(f"{var} (for {', '.join(ms)})" for var, ms in missing.items())
-            raise HTTPException(400, f"spec {request.spec!r} needs API keys: set {needs}")
-        thread_id = request.thread_id or f"ui-{uuid.uuid4().hex[:12]}"
-        if thread_id in running:
-            raise HTTPException(409, f"conversation {thread_id!r} is already running a turn")
-        running.add(thread_id)
+            raise WebError(400, "question: the question is empty", "question")
+        thread_id = _thread_id(body.thread_id or f"ui-{uuid.uuid4().hex[:12]}")
+        not_running(thread_id)
+        async with saver() as s:
+            if not await store.claim(s, thread_id, owner):
+                raise WebError(404, f"no conversation {thread_id!r}", "thread_id")
+            state = await compiled(body.spec, s).aget_state(
+                {"configurable": {"thread_id": thread_id}}
+            )
+        asked = [m for m in state.values.get("messages", []) if m.type == "human"]
+        payload: Any = {"messages": [("user", question)]}
+        shown = question
+        if body.resume is not None:
+            if any(task.interrupts for task in state.tasks):
+                payload = Command(resume=body.resume)
+            elif state.next:  # stopped or failed mid-turn: go on from its checkpoint
+                payload = None
+            else:
+                raise WebError(
+                    409, "nothing to resume: this conversation is not paused or stopped", "resume"
+                )
+            shown = asked[-1].text if asked else ""
+        start = {
+            "thread_id": thread_id,
+            "turn": len(asked) + (body.resume is None),
+            "spec": body.spec,
+            "question": shown,
+            "layout": layout(spec),
+            "resumed": body.resume is not None,
+        }
+        return accepted(launch(body.spec, thread_id, owner, payload, start))
+
+    @router.get("/ui/api/runs/{run_id}")
+    async def run_info(run_id: str, request: Request) -> dict[str, Any]:
+        run = run_of(run_id, _owner(request))
+        return {**run.info(), "thread_id": run.thread_id, "events": len(run.events)}
+
+    @router.get("/ui/api/runs/{run_id}/events")
+    async def run_stream(run_id: str, request: Request, after: int = -1) -> StreamingResponse:
+        run = run_of(run_id, _owner(request))
+        last = request.headers.get("last-event-id", "")
+        if last.strip().lstrip("-").isdigit():
+            after = max(after, int(last))
 
         async def stream() -> AsyncIterator[str]:
-            try:
-                async with saver() as s:
-                    graph = graph_of(request.spec).compile(
-                        checkpointer=s, cache=graph_cache(spec), name=spec.name
-                    )
-                    config: RunnableConfig = {
-                        "configurable": {"thread_id": thread_id},
-                        "metadata": {"moa_spec": request.spec},
-                    }
-                    state = await graph.aget_state(config)
-                    asked = [m for m in state.values.get("messages", []) if m.type == "human"]
-                    payload: Any = {"messages": [("user", question)]}
-                    shown = question
-                    if request.resume is not None:
-                        if not any(task.interrupts for task in state.tasks):
-                            message = "nothing to resume: this conversation is not paused"
-                            yield _sse(("error", {"message": message, "partial": {}}))
-                            return
-                        payload = Command(resume=request.resume)
-                        shown = asked[-1].text if asked else ""
-                    start = {
-                        "thread_id": thread_id,
-                        "turn": len(asked) + (request.resume is None),
-                        "spec": request.spec,
-                        "question": shown,
-                        "layout": layout(spec),
-                        "resumed": request.resume is not None,
-                    }
-                    events = run_events(graph, payload, config, start=start)
-                    async with aclosing(events):
-                        async for event in events:
-                            yield _sse(event)
-            except Exception as exc:  # e.g. the thread store failed: say so, keep the page
-                message = scrub(f"the server could not run this turn: {type(exc).__name__}: {exc}")
-                log.error("%s (thread %s)", message, thread_id)  # scrubbed: no traceback
-                yield _sse(("error", {"message": message, "partial": {}, "summary": None}))
-            finally:
-                running.discard(thread_id)
+            async for seq, name, text in run.follow(after):
+                yield _sse(seq, name, text)
 
         return StreamingResponse(
             stream(),
@@ -225,4 +441,137 @@ def ui_router(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    @router.post("/ui/api/runs/{run_id}/cancel")
+    async def cancel_run(run_id: str, request: Request) -> dict[str, Any]:
+        run = run_of(run_id, _owner(request))
+        if run.cancel() and run.task is not None:
+            await _settle(run)
+        return {"status": run.status, "run_id": run.id}
+
+    @router.get("/ui/api/threads")
+    async def threads(request: Request, q: str = "") -> dict[str, Any]:
+        owner = _owner(request)
+        async with saver() as s:
+            titles = await store.owned_titles(s, owner)
+            found = await list_threads(s, owner, titles, query=q[:200])
+        for thread in found:
+            busy = registry.running_on(thread["thread_id"])
+            thread["running"] = busy.info() if busy and busy.owner == owner else None
+        return {"threads": found}
+
+    async def read_thread(thread_id: str, owner: str | None) -> dict[str, Any]:
+        async with saver() as s:
+            row = await owned(s, thread_id, owner)
+            outcomes = await store.turn_outcomes(s, thread_id)
+            turns = await thread_turns(graphs(s), thread_id, outcomes)
+        busy = registry.running_on(thread_id)
+        if not turns and busy is None:
+            raise WebError(404, f"no conversation {thread_id!r}", "thread_id")
+        for turn in turns:  # cards in spec order when the turn's spec is still offered
+            spec = specs.get(turn["spec"] or "")
+            if spec is not None and _nodes(layout(spec)) >= _nodes(turn["layout"]):
+                turn["layout"] = layout(spec)
+            label_references(turn)
+            del turn["key"]
+        if busy is not None and turns and busy.turn == len(turns):
+            turns[-1]["status"], turns[-1]["error"] = "running", None
+        last = turns[-1] if turns else None
+        paused = None
+        if last is not None and last["status"] == "paused":
+            pause = last["pause"] if isinstance(last["pause"], Mapping) else {}
+            paused = {
+                **pause,
+                "turn": last["turn"],
+                "references": list(pause.get("references") or last["references"]),
+            }
+        title = row["title"] or (turns[0]["question"] if turns else "")
+        return {
+            "thread_id": thread_id,
+            "title": " ".join(title.split())[:MAX_TITLE],
+            "spec": last["spec"] if last else None,
+            "turns": turns,
+            "running": {"run_id": busy.id, "turn": busy.turn} if busy else None,
+            "paused": paused,
+        }
+
+    @router.get("/ui/api/threads/{thread_id}")
+    async def thread(thread_id: str, request: Request) -> dict[str, Any]:
+        return await read_thread(thread_id, _owner(request))
+
+    @router.patch("/ui/api/threads/{thread_id}")
+    async def rename_thread(thread_id: str, request: Request) -> dict[str, Any]:
+        body: RenameRequest = await _body(request, RenameRequest)
+        owner = _owner(request)
+        title = " ".join(body.title.split())
+        if not title:
+            raise WebError(400, "title: must not be blank", "title")
+        async with saver() as s:
+            await owned(s, thread_id, owner)
+            await store.rename(s, thread_id, title, owner)
+        return {"thread_id": thread_id, "title": title}
+
+    @router.delete("/ui/api/threads/{thread_id}")
+    async def delete_thread(thread_id: str, request: Request) -> dict[str, Any]:
+        owner = _owner(request)
+        async with saver() as s:
+            await owned(s, thread_id, owner)
+            not_running(thread_id)
+            await store.delete(s, thread_id)
+        return {"thread_id": thread_id, "deleted": True}
+
+    @router.get("/ui/api/threads/{thread_id}/export")
+    async def export_thread(thread_id: str, request: Request, format: str = "md") -> Response:
+        if format not in ("md", "json"):
+            raise WebError(400, "format: md or json", "format")
+        data = await read_thread(thread_id, _owner(request))
+        for turn in data["turns"]:
+            turn.pop("pause", None)
+        text = export.to_markdown(data) if format == "md" else export.to_json(data)
+        media = "text/markdown" if format == "md" else "application/json"
+        name = export.filename(data, format)
+        return Response(
+            text,
+            media_type=f"{media}; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    @router.post("/ui/api/threads/{thread_id}/retry", status_code=202)
+    async def retry(thread_id: str, request: Request) -> JSONResponse:
+        body: RetryRequest = await _body(request, RetryRequest)
+        owner = _owner(request)
+        not_running(thread_id)
+        async with saver() as s:
+            await owned(s, thread_id, owner)
+            point = await fork_point(graphs(s), thread_id, body.turn, body.what)
+        if point is None:
+            what = "no synthesis to retry" if body.what == "synthesis" else "no such turn"
+            raise WebError(409, f"turn {body.turn}: {what}", "turn")
+        config, question, used = point
+        name = body.spec or used or next(iter(specs))
+        spec = spec_named(name)
+        payload: Any = None
+        if body.what == "turn":
+            question = (body.question or question).strip()
+            if not question:
+                raise WebError(400, "question: the question is empty", "question")
+            payload = {"messages": [("user", question)]}
+        start = {
+            "thread_id": thread_id,
+            "turn": body.turn,
+            "spec": name,
+            "question": question,
+            "layout": layout(spec),
+            "resumed": False,
+            "retry": body.what,
+        }
+        return accepted(launch(name, thread_id, owner, payload, start, checkpoint=config))
+
     return router
+
+
+async def _settle(run: Run, timeout: float = 5.0) -> None:
+    """Wait (briefly) for a cancelled run to record its ``cancelled`` event."""
+    import asyncio
+
+    if run.task is not None:
+        await asyncio.wait([run.task], timeout=timeout)
