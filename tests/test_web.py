@@ -78,9 +78,9 @@ async def client(
     }
     app = create_ui_app(specs, db_path=tmp_path / "web.sqlite")
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=transport, base_url="http://ui") as c:
-            yield c
+    client = httpx.AsyncClient(transport=transport, base_url="http://ui")
+    async with app.router.lifespan_context(app), client as c:
+        yield c
 
 
 async def start(client: httpx.AsyncClient, question: str, **body: Any) -> dict[str, Any]:

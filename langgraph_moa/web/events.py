@@ -254,6 +254,9 @@ async def run_events(
             config,
             context=context or stream_context(),
             stream_mode=modes,
+            # Each step's checkpoint is on disk before the next step runs: a reload, a Stop
+            # or a crash finds every finished step (the default writes them in the background).
+            durability="sync",
         ),
     )
     try:

@@ -19,7 +19,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import StateSnapshot
+from langgraph.types import Overwrite, StateSnapshot
 
 from langgraph_moa.graphs.names import AGGREGATOR, REVIEW, WINDOW
 from langgraph_moa.web.events import layout_from_calls, ranking_view, reference_sources, summary
@@ -109,26 +109,23 @@ def checkpoint_id(snapshot: StateSnapshot) -> str:
 
 def _with_finished_tasks(snapshot: StateSnapshot) -> dict[str, Any]:
     """The snapshot's values plus the writes of its tasks that finished (a run stopped or
-    failed mid-step: LangGraph keeps those writes as pending writes of the checkpoint)."""
+    failed mid-step: LangGraph keeps those writes as pending writes of the checkpoint), by
+    the state's reducers: answers merge, calls and rankings add up, ``Overwrite`` resets."""
     values = dict(snapshot.values or {})
-    answers = dict(values.get("answers") or {})
-    calls = list(values.get("calls") or [])
     for task in snapshot.tasks:
         result = task.result
         if not isinstance(result, Mapping):
             continue
-        if isinstance(result.get("answers"), Mapping):
-            answers.update(result["answers"])
-        if isinstance(result.get("calls"), list):
-            calls.extend(result["calls"])
-        for key in ("references", "answer", "rankings"):
-            if result.get(key):
-                values[key] = (
-                    [*values.get("rankings", []), *result[key]]
-                    if key == "rankings"
-                    else result[key]
-                )
-    return {**values, "answers": answers, "calls": calls}
+        for key, value in result.items():
+            if isinstance(value, Overwrite):
+                values[key] = value.value
+            elif key == "answers" and isinstance(value, Mapping):
+                values[key] = {**(values.get(key) or {}), **value}
+            elif key in ("calls", "rankings") and isinstance(value, list):
+                values[key] = [*(values.get(key) or []), *value]
+            elif key in ("references", "answer", "fallback_reason"):
+                values[key] = value
+    return values
 
 
 def _task_errors(snapshot: StateSnapshot) -> list[str]:
