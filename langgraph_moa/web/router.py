@@ -319,6 +319,7 @@ def ui_router(
                 log.error("%s (thread %s)", message, thread_id)  # scrubbed: no traceback
                 yield "error", {"message": message, "partial": {}, "summary": None}
 
+        not_running(thread_id)  # again: no await between this check and the start
         try:
             run = registry.start(
                 thread_id=thread_id,
