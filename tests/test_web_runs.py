@@ -100,7 +100,6 @@ async def until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
     return value
 
 
-@pytest.mark.slow
 async def test_a_reload_mid_run_reattaches_replays_and_the_turn_finishes(
     web: httpx.AsyncClient, server: OpenAIServer
 ) -> None:
@@ -138,7 +137,6 @@ async def test_a_reload_mid_run_reattaches_replays_and_the_turn_finishes(
     assert stored["running"] is None and stored["turns"][0]["status"] == "done"
 
 
-@pytest.mark.slow
 async def test_stop_abandons_the_upstream_request_at_once_and_keeps_what_finished(
     web: httpx.AsyncClient, server: OpenAIServer
 ) -> None:
@@ -426,3 +424,31 @@ def test_the_web_server_does_not_import_the_cli() -> None:
     code = "import sys, langgraph_moa.web.router; print('langgraph_moa.cli' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_one_turn_at_a_time_per_thread_even_when_sent_twice_at_once(
+    web: httpx.AsyncClient, server: OpenAIServer
+) -> None:
+    server.set_behavior("judge", Behavior(latency=0.5))
+    first = await start(web, question="Once?")
+    body = {"spec": "pair", "question": "Twice?", "thread_id": first["thread_id"]}
+    both = await asyncio.gather(*(web.post("/ui/api/runs", json=body) for _ in range(2)))
+    assert [r.status_code for r in both] == [409, 409]
+    assert first["run_id"] in both[0].json()["error"]["message"]
+    await events(web, first["run_id"])
+    both = await asyncio.gather(*(web.post("/ui/api/runs", json=body) for _ in range(2)))
+    assert sorted(r.status_code for r in both) == [202, 409]
+    after = await web.get(f"/ui/api/runs/{first['run_id']}/events", params={"after": 3})
+    assert sse_of(after.text)[0][0] == 4  # ?after= works like Last-Event-ID
+
+
+async def test_shutting_the_server_down_cancels_its_runs(
+    server: OpenAIServer, model: ModelFactory, tmp_path: Path
+) -> None:
+    server.set_behavior("slow", Behavior(latency=30))
+    app = create_ui_app(specs_for(model), db_path=tmp_path / "web.sqlite")
+    async with served(app) as web:
+        run = await start(web, spec="stoppable", question="Shutdown?")
+        await until(lambda: server.log("slow"))
+    record = await until(lambda: server.log("slow")[0]["end"] and server.log("slow")[0], 5.0)
+    assert record["outcome"] == "cancelled" and run["turn"] == 1
