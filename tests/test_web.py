@@ -396,3 +396,19 @@ async def test_a_review_pause_is_an_event_and_resuming_finishes_the_turn(
     assert again.status_code == 409 and "not paused" in again.json()["error"]["message"]
     no_thread = await client.post("/ui/api/runs", json={"spec": "reviewed", "resume": True})
     assert no_thread.status_code == 400
+
+
+async def test_malformed_bodies_and_unknown_ids_are_clear_errors(
+    client: httpx.AsyncClient, server: OpenAIServer
+) -> None:
+    json_type = {"content-type": "application/json"}
+    for body in ("[" * 200_000, "{not json", "[1, 2]", '"text"'):
+        response = await client.post("/ui/api/runs", content=body, headers=json_type)
+        assert response.status_code == 400, body[:10]
+        assert "JSON" in response.json()["error"]["message"]
+    for path in ("/ui/api/runs/nope/events", "/ui/api/runs/nope", "/ui/api/threads/nope"):
+        response = await client.get(path)
+        assert response.status_code == 404 and "error" in response.json()
+    response = await client.get("/ui/api/threads/" + "x" * 129)
+    assert response.status_code == 400 and response.json()["error"]["field"] == "thread_id"
+    assert server.requests == []
