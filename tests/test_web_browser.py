@@ -134,7 +134,7 @@ class Served:
                 "delta": Behavior(content=DELTA_MD, token_delay=0.002),
                 "rich": Behavior(content=RICH_MD, respect_max_tokens=False),
                 "longjudge": Behavior(
-                    content=LONG_MD, token_delay=0.0015, respect_max_tokens=False
+                    content=LONG_MD, token_delay=0.001, respect_max_tokens=False
                 ),
             }
         ).start()
@@ -207,7 +207,7 @@ class Served:
             {"name": "rich", "layers": one, "aggregator": _model(url, "rich")}
         )
         specs["long"] = parse_spec(
-            {"name": "long", "layers": one, "aggregator": _model(url, "longjudge")}
+            {"name": "long", "layers": one, "aggregator": _model(url, "longjudge", timeout=90)}
         )
         app = create_ui_app(specs, db_path=tmp / "threads.sqlite")
         self.server, self.thread, self.url = serve(app)
@@ -1104,6 +1104,7 @@ async def test_no_silent_no_ops(page: Page, served: Served) -> None:
     on); a spec switch mid-conversation says so and each turn names its spec; a dead server
     says it cannot be reached."""
     p = page.page
+    served.models.reset()
     await page.ask("An older conversation")
     older = await page.thread_id()
     await p.click("#new-thread")
@@ -1119,8 +1120,8 @@ async def test_no_silent_no_ops(page: Page, served: Served) -> None:
     await p.locator("article.turn .question").filter(has_text="An older conversation").wait_for()
     await p.locator(f'#thread-list .thread[data-thread="{running}"] .thread-running').wait_for()
     await p.locator(f'#thread-list .thread[data-thread="{running}"]').click()
-    turn = p.locator("article.turn").first
-    await _done(turn)  # re-attached: the run finished on the server meanwhile or live
+    turn = p.locator("article.turn").filter(has_text="Still running elsewhere")
+    await _done(turn)  # re-attached: live, or finished on the server meanwhile
     assert len(served.models.log("slowpoke")) == 1
     # A spec switch mid-conversation is said, and each turn names its spec.
     await p.select_option("#spec", "mix")

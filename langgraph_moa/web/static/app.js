@@ -1014,6 +1014,10 @@ function dispatch(live, name, data) {
     if (data.thread_id) setThread(data.thread_id);
     if (data.turn !== undefined) turn.number = data.turn;
     turn.setSpec(data.spec);
+    if (data.spec && specNamed(data.spec)) {  // a re-attached run: its spec is the thread's
+      state.threadSpec = data.spec;
+      $("spec").value = data.spec;
+    }
     if (!data.resumed && !turn.started && data.layout) turn.setLayout(data.layout);
     turn.started = true;
     notice("");
@@ -1041,8 +1045,7 @@ async function resumeRun(turn, decision) {
 async function stop(e) {
   const live = state.live;
   if (!live) { notice("Nothing is running."); return; }
-  // The second click of a double-click on Send is not a Stop (Stop sits left of Send, too).
-  if (e && e.type === "click" && performance.now() - live.since < 600) return;
+  // (Stop appears left of Send, so a double-click on Send never lands on it.)
   $("stop").disabled = true;
   $("stop").textContent = "Stopping…";
   if (live.legacy || !live.runId) { live.controller.abort(); return; }
@@ -1186,7 +1189,8 @@ async function openThread(id, options = {}) {
         turn.number = running.turn;
         box.append(turn.root);
       }
-      turn.tools.hidden = true;
+      turn.reopen();
+      turn.summaryEl.textContent = "";
       remember(running.run_id, id);
       attach(running.run_id, turn, -1);
     }
