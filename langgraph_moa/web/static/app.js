@@ -219,7 +219,9 @@ class Turn {
       const note = el("span", "layer-note", "");
       head.append(note);
       const row = el("div", "cards");
-      seats.forEach((seat) => row.append(this.card(seat).root));
+      // A stored turn's layout may list its rankers and judges: chips under the cards.
+      const proposers = seats.filter((seat) => !seat.role || seat.role === "proposer");
+      proposers.forEach((seat) => row.append(this.card(seat).root));
       const extras = el("div", "extras");
       extras.hidden = true;
       const ranking = el("details", "ranking");
@@ -229,6 +231,8 @@ class Turn {
       section.append(head, row, extras, ranking, refs);
       this.layersEl.append(section);
       this.layers.set(i + 1, { section, note, refs, extras, ranking });
+      seats.filter((seat) => !proposers.includes(seat))
+        .forEach((seat) => this.extra(seat.node, seat.model, seat.role, i + 1));
     });
     if (layout.aggregator) {
       this.finalModel.textContent = layout.aggregator.model;
