@@ -552,8 +552,46 @@ async def test_stop_cancels_the_run_and_keeps_what_had_finished(
         assert "0 calls" not in await turn.locator(".summary").inner_text()
         assert "Stopped" in await turn.locator(".stopped-note").inner_text()
         assert await turn.locator("button.resume").is_visible()
+        # Resume goes on from the checkpoint: only what had not finished is called again.
+        await turn.locator("button.resume").click()
+        await _done(turn)
+        assert len(served.models.log("alpha")) == 1
+        assert [r["outcome"] for r in served.models.log("slowpoke")] == ["cancelled", "ok"]
+        assert len(served.models.log("judge")) == 1
+        assert "Two plus two" in await turn.locator(".final .markdown").inner_text()
     finally:
         await again.close()
+    assert page.errors == []
+
+
+async def test_a_dropped_connection_resumes_with_last_event_id(page: Page, served: Served) -> None:
+    """Issue 23 item 3 (a dropped connection): the first event stream breaks after its first
+    event; the page says so, reconnects asking only for the events after it (Last-Event-ID),
+    and the turn finishes with every text once."""
+    p = page.page
+    sent: list[dict[str, str]] = []
+
+    async def break_first(route: Any) -> None:
+        sent.append(route.request.headers)
+        if len(sent) == 1:  # one event, then the connection ends mid-run
+            body = 'id: 0\nevent: run\ndata: {"resumed": false}\n\n'
+            await route.fulfill(status=200, content_type="text/event-stream", body=body)
+        else:
+            await route.continue_()
+
+    await p.route("**/ui/api/runs/*/events", break_first)
+    served.models.reset()
+    await page.start("Lose the line", "streaming")
+    await p.locator("#notice").filter(has_text="reconnecting").wait_for()
+    turn = p.locator("article.turn").first
+    await _done(turn)
+    card = turn.locator('.card[data-node="layer_1/slowpoke"]')
+    words = (await card.locator(".text").inner_text()).split()
+    assert len(words) == 12 and words[-1] == "w12", words
+    assert len(sent) == 2 and sent[1].get("last-event-id") == "0", sent
+    for model in ("alpha", "slowpoke", "judge"):
+        assert len(served.models.log(model)) == 1, model
+    assert "Two plus two" in await turn.locator(".final .markdown").inner_text()
     assert page.errors == []
 
 
