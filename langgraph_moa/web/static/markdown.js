@@ -24,12 +24,13 @@ const MD = (() => {
     "popover", "popovertarget", "accesskey", "contenteditable",
   ];
   let hooked = false;
+  let modelText = false;  // the hook rewrites model Markdown only, not Mermaid's own SVG
 
   function hook() {
     if (hooked || !window.DOMPurify) return;
     hooked = true;
     window.DOMPurify.addHook("afterSanitizeAttributes", (node) => {
-      if (!node.getAttribute) return;
+      if (!modelText || !node.getAttribute) return;
       const cls = node.getAttribute("class");
       if (cls !== null) {  // only marked's language-xxx on code: no page classes from a model
         const keep = cls.split(/\s+/).filter((c) => /^language-[\w+#.-]+$/.test(c));
@@ -55,9 +56,15 @@ const MD = (() => {
     if (window.marked && window.DOMPurify) {
       hook();
       html = tokens ? window.marked.parser(tokens) : window.marked.parse(source, { gfm: true });
-      const fragment = window.DOMPurify.sanitize(html, {
-        FORBID_TAGS, FORBID_ATTR, ADD_ATTR: ["target"], RETURN_DOM_FRAGMENT: true,
-      });
+      modelText = true;
+      let fragment;
+      try {
+        fragment = window.DOMPurify.sanitize(html, {
+          FORBID_TAGS, FORBID_ATTR, ADD_ATTR: ["target"], RETURN_DOM_FRAGMENT: true,
+        });
+      } finally {
+        modelText = false;
+      }
       decorate(fragment);
       return fragment;
     }
@@ -147,8 +154,14 @@ const MD = (() => {
           figure.className = "mermaid-figure";
           figure.setAttribute("role", "img");
           figure.setAttribute("aria-label", "Diagram drawn from the answer's Mermaid code");
+          // Mermaid (strict) drew it; its <style> is scoped to the SVG's id, and the figure
+          // contains paint (a position:fixed inside cannot leave the figure).
           figure.innerHTML = window.DOMPurify
-            ? window.DOMPurify.sanitize(svg, { USE_PROFILES: { svg: true, svgFilters: true }, ADD_TAGS: ["foreignObject"], FORBID_TAGS: ["form", "input", "button", "textarea", "select"] })
+            ? window.DOMPurify.sanitize(svg, {
+              USE_PROFILES: { svg: true, svgFilters: true },
+              ADD_TAGS: ["foreignObject", "style"],
+              FORBID_TAGS: ["form", "input", "button", "textarea", "select"],
+            })
             : "";
           box.before(figure);
           const more = box.querySelector(".code-bar span");
