@@ -124,10 +124,15 @@ async def test_a_reload_mid_run_reattaches_replays_and_the_turn_finishes(
     assert listed[0]["running"]["run_id"] == run["run_id"]
     # The reloaded page re-attaches after the last event it saw: only later events come.
     rest = await events(web, run["run_id"], after=seen[-1][0])
-    assert [s for s, _, _ in rest] == list(range(seen[-1][0] + 1, seen[-1][0] + 1 + len(rest)))
+    seqs = [seq for seq, _, _ in seen + rest]
+    assert seqs == sorted(set(seqs)) and rest[0][0] > seen[-1][0]
     assert rest[-1][1] == "done"
-    everything = await events(web, run["run_id"])  # a new tab replays it all
-    assert [e[:2] for e in everything] == [e[:2] for e in seen + rest]
+    # A new tab replays it all (a finished run's token previews go: its texts are whole in
+    # the answer, final and done events).
+    everything = await events(web, run["run_id"])
+    assert [e[:2] for e in everything] == [e[:2] for e in seen + rest if e[1] != "token"]
+    final = next(d for _, n, d in everything if n == "final")
+    assert final["text"] == rest[-1][2]["answer"] and len(final["text"].split()) == 40
     assert {m: server.call_count(m) for m in ("alpha", "beta", "judge")} == {
         "alpha": 1,
         "beta": 1,
@@ -405,9 +410,15 @@ async def test_the_registry_bounds_runs_and_cancels_them_at_shutdown() -> None:
         registry.start(thread_id="u", turn=1, owner=None, events=hanging())
     assert registry.running_on("t") is run
     await until(lambda: run.tokens_dropped > 0)
-    assert sum(len(text) for _, text in run.events) <= 2000  # token previews past the cap go
+    assert run.size <= 2000  # token previews past the cap go
+    assert run.events[1] is not None and run.events[1][0] == "token"
     await registry.aclose()
     assert run.status == "cancelled" and not run.running
+    # Finished: the previews go, the sequence numbers stay.
+    assert [(seq, name) async for seq, name, _ in run.follow()] == [
+        (0, "run"),
+        (len(run.events) - 1, "cancelled"),
+    ]
     assert registry.running_on("t") is None
 
     async def quick() -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -439,7 +450,8 @@ async def test_one_turn_at_a_time_per_thread_even_when_sent_twice_at_once(
     both = await asyncio.gather(*(web.post("/ui/api/runs", json=body) for _ in range(2)))
     assert sorted(r.status_code for r in both) == [202, 409]
     after = await web.get(f"/ui/api/runs/{first['run_id']}/events", params={"after": 3})
-    assert sse_of(after.text)[0][0] == 4  # ?after= works like Last-Event-ID
+    everything = await events(web, first["run_id"])  # ?after= works like Last-Event-ID
+    assert sse_of(after.text) == [e for e in everything if e[0] > 3]
 
 
 async def test_shutting_the_server_down_cancels_its_runs(

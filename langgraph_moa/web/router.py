@@ -283,7 +283,7 @@ def ui_router(
 
     async def record_end(run: Run) -> None:
         """How the run's turn ended, for the thread read (an unfinished turn's reason)."""
-        name, text = run.events[-1]
+        name, text = next(e for e in reversed(run.events) if e is not None)
         status = {"done": "done", "review": "paused", "cancelled": "cancelled"}.get(name, "failed")
         error = json.loads(text).get("message") if status == "failed" else None
         async with saver() as s:

@@ -9,8 +9,10 @@ cancels LangGraph's node tasks and with them their in-flight HTTP requests (the 
 the disconnect at once); what had finished is in the checkpoint already.
 
 Memory is bounded: at most ``max_running`` runs at once, finished runs kept ``grace_s``
-seconds (and at most ``max_kept`` of them), and a run's buffer at most ``max_event_bytes``
-(past it ``token`` previews are dropped; the ``answer``/``final`` events carry whole texts).
+seconds (at most ``max_kept`` of them, and the oldest go first while all buffers together
+exceed ``max_total_bytes``), and a run's buffer at most ``max_event_bytes`` (past it
+``token`` previews are dropped). A finished run drops its token previews: the ``answer``,
+``final`` and ``done`` events carry every text whole, and sequence numbers stay as they were.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ class Run:
     owner: str | None
     max_event_bytes: int
     started: float = field(default_factory=time.monotonic)
-    events: list[tuple[str, str]] = field(default_factory=list)
-    """``(event name, JSON data)``; an event's sequence number is its index."""
+    events: list[tuple[str, str] | None] = field(default_factory=list)
+    """``(event name, JSON data)``; an event's sequence number is its index (None: a token
+    preview dropped once the run finished)."""
     status: str = "running"
     """``running``, then the terminal event's name."""
     finished: float | None = None
@@ -85,6 +88,18 @@ class Run:
         wake, self._wake = self._wake, asyncio.Event()
         wake.set()
 
+    @property
+    def size(self) -> int:
+        """Bytes of JSON buffered."""
+        return self._size
+
+    def compact(self) -> None:
+        """Drop the token previews of a finished run (its whole texts are in other events)."""
+        for i, event in enumerate(self.events):
+            if event is not None and event[0] == "token":
+                self._size -= len(event[1])
+                self.events[i] = None
+
     def partial(self) -> dict[str, Any]:
         """What the run had computed, from its events (for ``cancelled``)."""
         return {
@@ -106,8 +121,9 @@ class Run:
         while True:
             wake = self._wake
             while seq < len(self.events):
-                name, text = self.events[seq]
-                yield seq, name, text
+                event = self.events[seq]
+                if event is not None:
+                    yield seq, event[0], event[1]
                 seq += 1
             if not self.running:
                 return
@@ -128,7 +144,8 @@ class RunRegistry:
     max_running: int = 16
     max_kept: int = 200
     grace_s: float = 600.0
-    max_event_bytes: int = 32 << 20
+    max_event_bytes: int = 16 << 20
+    max_total_bytes: int = 256 << 20
     runs: dict[str, Run] = field(default_factory=dict)
 
     def start(
@@ -190,6 +207,7 @@ class RunRegistry:
                 run.emit(("error", {"message": message, "partial": run.partial(), "summary": None}))
             run.finished = time.monotonic()
             run._wake.set()
+            run.compact()
             if on_end is not None:
                 try:
                     await on_end(run)
@@ -205,14 +223,21 @@ class RunRegistry:
         return next((r for r in self.runs.values() if r.running and r.thread_id == thread_id), None)
 
     def prune(self) -> None:
-        """Forget finished runs past their grace period, and the oldest beyond ``max_kept``."""
+        """Forget finished runs past their grace period, the oldest beyond ``max_kept``, and
+        the oldest while every buffer together is over ``max_total_bytes``."""
         now = time.monotonic()
         finished = sorted(
             (r for r in self.runs.values() if r.finished is not None), key=lambda r: r.finished or 0
         )
         excess = len(finished) - self.max_kept
+        total = sum(r.size for r in self.runs.values())
         for i, run in enumerate(finished):
-            if i < excess or now - (run.finished or now) > self.grace_s:
+            if (
+                i < excess
+                or now - (run.finished or now) > self.grace_s
+                or total > self.max_total_bytes
+            ):
+                total -= run.size
                 del self.runs[run.id]
 
     async def aclose(self, timeout: float = 10.0) -> None:
