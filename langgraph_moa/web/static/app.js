@@ -568,7 +568,7 @@ class Turn {
     if (!s) return;
     const failed = Math.max(s.failed || 0, this.failedSeen.size);
     const parts = [
-      `${s.calls} calls`,
+      `${s.calls} call${s.calls === 1 ? "" : "s"}`,
       `${failed} failed`,
       `${s.cut} cut`,
       `${s.input_tokens} in / ${s.output_tokens} out tokens`,
@@ -582,6 +582,7 @@ class Turn {
   /* The run ended without an answer: running cards say how (failed or stopped), cards that
    * never ran say "not run" (muted, not an error), layer notes stop saying "running". */
   settle(how) {
+    for (const card of this.cards.values()) card.md.set(card.raw, true);  // no frame pending
     for (const [node, target] of [...this.cards, ...this.extras]) {
       const s = this.statusOf(node);
       if (s === "waiting") this.setStatus(target.seat.node, "notrun", "");
@@ -627,6 +628,8 @@ class Turn {
     this.ended = true;
     this.tools.hidden = false;
     this.resumeBtn.hidden = this.errorEl.hidden && this.stoppedEl.hidden;
+    // Retrying the synthesis needs the references it read: only once there are some.
+    this.tools.querySelector(".retry-synthesis").hidden = this.finalRefs.hidden;
     this.root.querySelector(".review")?.remove();
   }
 
