@@ -412,3 +412,23 @@ async def test_malformed_bodies_and_unknown_ids_are_clear_errors(
     response = await client.get("/ui/api/threads/" + "x" * 129)
     assert response.status_code == 400 and response.json()["error"]["field"] == "thread_id"
     assert server.requests == []
+
+
+async def test_a_run_missing_a_key_never_names_the_variable() -> None:
+    """Keys are checked before a run starts; if one goes missing after, the run's error
+    event still does not tell the page the server's variable names."""
+    from langgraph_moa.graphs.builder import create_moa
+    from langgraph_moa.web.events import run_events
+
+    spec = parse_spec(
+        {
+            "layers": [[{"model": "openai:gpt-4o", "api_key_env": "MOA_UNSET_KEY_Z"}]],
+            "aggregator": {"model": "openai:gpt-4o", "api_key_env": "MOA_UNSET_KEY_Z"},
+        }
+    )
+    events = [
+        e async for e in run_events(create_moa(spec), {"messages": [("user", "Hi")]}, {}, start={})
+    ]
+    name, error = events[-1]
+    assert name == "error" and "not configured on the server" in error["message"]
+    assert "MOA_UNSET_KEY_Z" not in json.dumps(events)

@@ -464,3 +464,27 @@ async def test_shutting_the_server_down_cancels_its_runs(
         await until(lambda: server.log("slow"))
     record = await until(lambda: server.log("slow")[0]["end"] and server.log("slow")[0], 5.0)
     assert record["outcome"] == "cancelled" and run["turn"] == 1
+
+
+async def test_a_thread_mixing_specs_reads_each_turn_with_its_own_graph(
+    web: httpx.AsyncClient, server: OpenAIServer
+) -> None:
+    """A stopped turn's pending tasks are only known to its own spec's graph: a later turn on
+    another spec must not hide them."""
+    server.set_behavior("slow", Behavior(latency=30))
+    first = await start(web, spec="stoppable", question="Stopped?")
+    await until(
+        lambda: server.log("slow") and server.log("alpha") and server.log("alpha")[0]["end"]
+    )
+    await asyncio.sleep(0.3)
+    await web.post(f"/ui/api/runs/{first['run_id']}/cancel")
+    second = await start(web, spec="pair", question="Other spec?", thread_id=first["thread_id"])
+    assert second["turn"] == 2
+    assert (await events(web, second["run_id"]))[-1][1] == "done"
+    turns = (await web.get(f"/ui/api/threads/{first['thread_id']}")).json()["turns"]
+    assert [(t["spec"], t["status"]) for t in turns] == [
+        ("stoppable", "cancelled"),
+        ("pair", "done"),
+    ]
+    assert turns[0]["answers"] == {"layer_1/alpha": "alpha says: Stopped?"}
+    assert [s["node"] for s in turns[1]["layout"]["layers"][0]] == ["layer_1/alpha", "layer_1/beta"]

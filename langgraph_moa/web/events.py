@@ -32,10 +32,11 @@ from contextlib import aclosing
 from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StreamMode
 
-from langgraph_moa.errors import MoAError
+from langgraph_moa.errors import MissingAPIKeyError, MoAError
 from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.state import Context
 
@@ -256,7 +257,8 @@ async def run_events(
             stream_mode=modes,
             # Each step's checkpoint is on disk before the next step runs: a reload, a Stop
             # or a crash finds every finished step (the default writes them in the background).
-            durability="sync",
+            # Only with a checkpointer (without one LangGraph 1.2 fails on it).
+            durability="sync" if isinstance(graph.checkpointer, BaseCheckpointSaver) else None,
         ),
     )
     try:
@@ -275,6 +277,8 @@ async def run_events(
                     final = dict(chunk)
     except Exception as exc:  # shown on the page: one line, plus what had been computed
         message = str(exc) if isinstance(exc, MoAError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, MissingAPIKeyError):  # the operator's business: name no variable
+            message = "a model of this spec is not configured on the server"
         partial = getattr(exc, "partial", None) or {}
         calls = list(partial.get("calls") or final.get("calls") or [])
         yield (
