@@ -31,35 +31,44 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
-from fastapi.routing import APIRoute
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from langgraph_moa.cache import graph_cache
 from langgraph_moa.graphs.builder import build_graph
 from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.redact import scrub
-from langgraph_moa.web import export, store
+from langgraph_moa.web import api, export, store
+from langgraph_moa.web.api import (
+    RenameRequest,
+    RetryRequest,
+    RunRequest,
+    WebError,
+    WebRoute,
+)
 from langgraph_moa.web.events import Event, layout, run_events
 from langgraph_moa.web.runs import Run, RunRegistry, TooBusy
-from langgraph_moa.web.threads import fork_point, label_references, list_threads, thread_turns
+from langgraph_moa.web.threads import (
+    fork_point,
+    label_references,
+    list_threads,
+    short_title,
+    thread_turns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,129 +82,6 @@ CSP = (
     " base-uri 'self'; form-action 'none'; frame-ancestors 'none'"
 )
 MEDIA = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
-
-MAX_QUESTION_BYTES = 32 * 1024
-MAX_TITLE = 200
-MAX_RESUME_BYTES = 256 * 1024
-THREAD_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-
-
-class WebError(Exception):
-    """A refusal the page shows: ``{"error": {"message", "field"?}}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, field: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.field = status, message, field
-
-    def response(self) -> JSONResponse:
-        error: dict[str, Any] = {"message": self.message}
-        if self.field:
-            error["field"] = self.field
-        return JSONResponse({"error": error}, status_code=self.status)
-
-
-class WebRoute(APIRoute):
-    """Every route's refusals in the page's error shape (the app's handlers are not ours)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except WebError as exc:
-                return exc.response()
-            except RequestValidationError as exc:
-                first = exc.errors()[0] if exc.errors() else {}
-                field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-                return WebError(400, f"{field or 'request'}: {first.get('msg')}", field).response()
-            except Exception as exc:  # e.g. the thread store is broken: one line, no traceback
-                message = scrub(f"the server failed: {type(exc).__name__}: {exc}")[:500]
-                log.error("%s %s: %s", request.method, request.url.path, message)
-                return WebError(500, message).response()
-
-        return handle
-
-
-def _question(value: str) -> str:
-    if len(value.encode()) > MAX_QUESTION_BYTES:
-        raise ValueError(f"at most {MAX_QUESTION_BYTES // 1024} KiB")
-    return value
-
-
-class RunRequest(BaseModel):
-    """One question to one spec, optionally continuing a conversation."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    spec: str = Field(max_length=200, description="A spec the server offers (/ui/api/specs).")
-    question: str = Field("", description="The user's message (not with ``resume``).")
-    thread_id: str | None = Field(
-        None, description="Continue this conversation; omitted = start a new one."
-    )
-    resume: bool | list[str] | dict[str, Any] | None = Field(
-        None,
-        description="Continue the thread's last turn: a review pause (true reads the"
-        " references as they are, a list replaces them, an object is passed to the graph),"
-        " or a turn that was stopped or failed (true).",
-    )
-    client_id: str | None = Field(None, max_length=128)
-
-    _question = field_validator("question")(_question)
-
-    @field_validator("resume")
-    @classmethod
-    def _resume(cls, value: Any) -> Any:
-        if value is not None and len(json.dumps(value)) > MAX_RESUME_BYTES:
-            raise ValueError(f"at most {MAX_RESUME_BYTES // 1024} KiB")
-        return value
-
-
-class RetryRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    turn: int = Field(ge=1, le=10_000)
-    what: Literal["synthesis", "turn"] = "synthesis"
-    question: str | None = None
-    spec: str | None = Field(None, max_length=200)
-
-    _question = field_validator("question")(lambda v: v if v is None else _question(v))
-
-
-class RenameRequest(BaseModel):
-    title: str = Field(min_length=1, max_length=MAX_TITLE)
-
-
-async def _body(request: Request, model: type[BaseModel]) -> Any:
-    """The JSON body as ``model``: 415 unless it says JSON, 400 naming the field otherwise."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/json":
-        raise WebError(415, "the body must be JSON (Content-Type: application/json)")
-    try:
-        data = json.loads(await request.body())
-    except (ValueError, RecursionError):
-        raise WebError(400, "the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise WebError(400, "the request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else None  # the body's own key
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise WebError(400, f"{field}: {message}", field) from None
-
-
-def _thread_id(value: str) -> str:
-    if not THREAD_ID.fullmatch(value):
-        raise WebError(400, "thread_id: 1 to 128 of A-Z, a-z, 0-9, _ and -", "thread_id")
-    return value
-
-
-def _owner(request: Request) -> str | None:
-    """The caller's namespace: a hash of its bearer token (None without one)."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return store.owner_hash(token.strip()) if scheme.lower() == "bearer" else None
 
 
 def _sse(seq: int, name: str, data: str) -> str:
@@ -270,7 +156,7 @@ def ui_router(
 
     async def owned(s: AsyncSqliteSaver, thread_id: str, owner: str | None) -> dict[str, Any]:
         """The thread's row if the caller may see it; 404 otherwise (also for others')."""
-        row = await store.thread_row(s, _thread_id(thread_id))
+        row = await store.thread_row(s, api.thread_id(thread_id))
         if row is None or row["owner"] != owner:
             raise WebError(404, f"no conversation {thread_id!r}", "thread_id")
         return row
@@ -380,8 +266,8 @@ def ui_router(
 
     @router.post("/ui/api/runs", status_code=202)
     async def start_run(request: Request) -> JSONResponse:
-        body: RunRequest = await _body(request, RunRequest)
-        owner = _owner(request)
+        body: RunRequest = await api.body(request, RunRequest)
+        owner = api.owner(request)
         spec = spec_named(body.spec)
         question = body.question.strip()
         if body.resume is not None:
@@ -389,7 +275,7 @@ def ui_router(
                 raise WebError(400, "resume needs the thread_id of the paused run", "thread_id")
         elif not question:
             raise WebError(400, "question: the question is empty", "question")
-        thread_id = _thread_id(body.thread_id or f"ui-{uuid.uuid4().hex[:12]}")
+        thread_id = api.thread_id(body.thread_id or f"ui-{uuid.uuid4().hex[:12]}")
         not_running(thread_id)
         async with saver() as s:
             if not await store.claim(s, thread_id, owner):
@@ -422,12 +308,12 @@ def ui_router(
 
     @router.get("/ui/api/runs/{run_id}")
     async def run_info(run_id: str, request: Request) -> dict[str, Any]:
-        run = run_of(run_id, _owner(request))
+        run = run_of(run_id, api.owner(request))
         return {**run.info(), "thread_id": run.thread_id, "events": len(run.events)}
 
     @router.get("/ui/api/runs/{run_id}/events")
     async def run_stream(run_id: str, request: Request, after: int = -1) -> StreamingResponse:
-        run = run_of(run_id, _owner(request))
+        run = run_of(run_id, api.owner(request))
         last = request.headers.get("last-event-id", "")
         if last.strip().lstrip("-").isdigit():
             after = max(after, int(last))
@@ -444,14 +330,14 @@ def ui_router(
 
     @router.post("/ui/api/runs/{run_id}/cancel")
     async def cancel_run(run_id: str, request: Request) -> dict[str, Any]:
-        run = run_of(run_id, _owner(request))
+        run = run_of(run_id, api.owner(request))
         if run.cancel() and run.task is not None:
             await _settle(run)
         return {"status": run.status, "run_id": run.id}
 
     @router.get("/ui/api/threads")
     async def threads(request: Request, q: str = "") -> dict[str, Any]:
-        owner = _owner(request)
+        owner = api.owner(request)
         async with saver() as s:
             titles = await store.owned_titles(s, owner)
             found = await list_threads(s, owner, titles, query=q[:200])
@@ -485,10 +371,10 @@ def ui_router(
                 "turn": last["turn"],
                 "references": list(pause.get("references") or last["references"]),
             }
-        title = row["title"] or (turns[0]["question"] if turns else "")
+        title = row["title"] or short_title(turns[0]["question"] if turns else "")
         return {
             "thread_id": thread_id,
-            "title": " ".join(title.split())[:MAX_TITLE],
+            "title": title,
             "spec": last["spec"] if last else None,
             "turns": turns,
             "running": {"run_id": busy.id, "turn": busy.turn} if busy else None,
@@ -497,12 +383,12 @@ def ui_router(
 
     @router.get("/ui/api/threads/{thread_id}")
     async def thread(thread_id: str, request: Request) -> dict[str, Any]:
-        return await read_thread(thread_id, _owner(request))
+        return await read_thread(thread_id, api.owner(request))
 
     @router.patch("/ui/api/threads/{thread_id}")
     async def rename_thread(thread_id: str, request: Request) -> dict[str, Any]:
-        body: RenameRequest = await _body(request, RenameRequest)
-        owner = _owner(request)
+        body: RenameRequest = await api.body(request, RenameRequest)
+        owner = api.owner(request)
         title = " ".join(body.title.split())
         if not title:
             raise WebError(400, "title: must not be blank", "title")
@@ -513,7 +399,7 @@ def ui_router(
 
     @router.delete("/ui/api/threads/{thread_id}")
     async def delete_thread(thread_id: str, request: Request) -> dict[str, Any]:
-        owner = _owner(request)
+        owner = api.owner(request)
         async with saver() as s:
             await owned(s, thread_id, owner)
             not_running(thread_id)
@@ -524,7 +410,7 @@ def ui_router(
     async def export_thread(thread_id: str, request: Request, format: str = "md") -> Response:
         if format not in ("md", "json"):
             raise WebError(400, "format: md or json", "format")
-        data = await read_thread(thread_id, _owner(request))
+        data = await read_thread(thread_id, api.owner(request))
         for turn in data["turns"]:
             turn.pop("pause", None)
         text = export.to_markdown(data) if format == "md" else export.to_json(data)
@@ -538,8 +424,8 @@ def ui_router(
 
     @router.post("/ui/api/threads/{thread_id}/retry", status_code=202)
     async def retry(thread_id: str, request: Request) -> JSONResponse:
-        body: RetryRequest = await _body(request, RetryRequest)
-        owner = _owner(request)
+        body: RetryRequest = await api.body(request, RetryRequest)
+        owner = api.owner(request)
         not_running(thread_id)
         async with saver() as s:
             await owned(s, thread_id, owner)
