@@ -488,3 +488,28 @@ async def test_a_thread_mixing_specs_reads_each_turn_with_its_own_graph(
     ]
     assert turns[0]["answers"] == {"layer_1/alpha": "alpha says: Stopped?"}
     assert [s["node"] for s in turns[1]["layout"]["layers"][0]] == ["layer_1/alpha", "layer_1/beta"]
+
+
+def test_moa_serve_cancels_the_pages_runs_when_it_shuts_down(tmp_path: Path) -> None:
+    """The router's lifespan joins ``moa serve``'s: stopping the server stops its runs."""
+    from conftest import make_model
+    from fastapi.testclient import TestClient
+
+    from langgraph_moa.serve import create_app
+
+    with OpenAIServer(behaviors={"slow": Behavior(latency=30)}) as upstream:
+        m = lambda name: make_model(upstream.base_url, name)  # noqa: E731
+        spec = parse_spec({"layers": [[m("slow")]], "aggregator": m("judge")})
+        app = create_app({"s": spec}, db_path=tmp_path / "w.sqlite")
+        with TestClient(app) as c:
+            accepted = c.post("/ui/api/runs", json={"spec": "s", "question": "Hi"})
+            assert accepted.status_code == 202
+            deadline = time.monotonic() + 10
+            while not upstream.log("slow"):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        deadline = time.monotonic() + 5
+        while not upstream.log("slow")[0]["end"]:
+            assert time.monotonic() < deadline, "the run outlived the server"
+            time.sleep(0.02)
+        assert upstream.log("slow")[0]["outcome"] == "cancelled"
