@@ -209,7 +209,10 @@ async def test_a_failed_run_is_an_error_event_with_what_was_computed(
     assert name == "error"
     assert "broken" in error["message"] and "HTTP 503" in error["message"]
     assert error["partial"]["answers"] == {"layer_1/alpha": "alpha says: Hi?"}
-    assert error["summary"]["calls"] == 1
+    # The failed aggregator wrote no call record (its failure ends the run): still counted.
+    assert (error["summary"]["calls"], error["summary"]["failed"]) == (2, 1)
+    failed = error["partial"]["calls"][-1]
+    assert (failed["node"], failed["model"], failed["status"]) == ("aggregator", "broken", "failed")
 
     # The conversation goes on after a failed turn, which stays on record as unfinished.
     thread = events[0][1]["thread_id"]
@@ -221,6 +224,7 @@ async def test_a_failed_run_is_an_error_event_with_what_was_computed(
     assert turns[0]["status"] == "failed" and turns[0]["answer"] is None
     assert turns[0]["error"] == error["message"]
     assert turns[0]["answers"] == {"layer_1/alpha": "alpha says: Hi?"}
+    assert (turns[0]["summary"]["calls"], turns[0]["summary"]["failed"]) == (2, 1)
     assert turns[1]["error"] is None and turns[1]["answer"] == "judge says: Again?"
 
 

@@ -171,11 +171,15 @@ def ui_router(
         """How the run's turn ended, for the thread read (an unfinished turn's reason)."""
         name, text = next(e for e in reversed(run.events) if e is not None)
         status = {"done": "done", "review": "paused", "cancelled": "cancelled"}.get(name, "failed")
-        error = json.loads(text).get("message") if status == "failed" else None
+        data = json.loads(text)
+        error = data.get("message") if status == "failed" else None
+        calls = (data.get("partial") or {}).get("calls") or []
+        unrecorded = [c for c in calls if isinstance(c, dict) and c.get("unrecorded")]
         async with saver() as s:
             segments = await thread_turns(graphs(s), run.thread_id)
             if segments:
-                await store.record_turn(s, run.thread_id, segments[-1]["key"], status, error)
+                key = segments[-1]["key"]
+                await store.record_turn(s, run.thread_id, key, status, error, unrecorded)
 
     def launch(
         spec_name: str,

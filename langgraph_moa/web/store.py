@@ -6,9 +6,11 @@ Two small tables in the checkpointer's own SQLite file (one file, one connection
 - ``moa_web_threads(thread_id, owner, title, created)``: ``owner`` is a hash of the bearer
   token that created the thread (``None`` without a token: the single-user page); ``title``
   is set when the user renames it (otherwise the first question is the title).
-- ``moa_web_turns(thread_id, turn_key, status, error)``: how a turn ended when its run did not
-  finish (``failed`` with the run's own error message, or ``cancelled``). ``turn_key`` is the
-  id of the turn's input checkpoint, so a forked thread's turns never mix.
+- ``moa_web_turns(thread_id, turn_key, status, error, calls)``: how a turn ended when its run
+  did not finish (``failed`` with the run's own error message, or ``cancelled``), and the
+  records of calls that failed without writing one (a failed aggregator: no checkpoint has
+  it). ``turn_key`` is the id of the turn's input checkpoint, so a forked thread's turns
+  never mix.
 
 Answers, references and calls are not stored twice: they are in the checkpoints.
 """
@@ -16,6 +18,7 @@ Answers, references and calls are not stored twice: they are in the checkpoints.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any
 
@@ -26,7 +29,8 @@ CREATE TABLE IF NOT EXISTS moa_web_threads (
     thread_id TEXT PRIMARY KEY, owner TEXT, title TEXT, created REAL
 );
 CREATE TABLE IF NOT EXISTS moa_web_turns (
-    thread_id TEXT, turn_key TEXT, status TEXT, error TEXT, PRIMARY KEY (thread_id, turn_key)
+    thread_id TEXT, turn_key TEXT, status TEXT, error TEXT, calls TEXT,
+    PRIMARY KEY (thread_id, turn_key)
 );
 """
 
@@ -113,23 +117,32 @@ async def delete(saver: AsyncSqliteSaver, thread_id: str) -> None:
 
 
 async def record_turn(
-    saver: AsyncSqliteSaver, thread_id: str, turn_key: str, status: str, error: str | None
+    saver: AsyncSqliteSaver,
+    thread_id: str,
+    turn_key: str,
+    status: str,
+    error: str | None,
+    calls: list[dict[str, Any]] | None = None,
 ) -> None:
     """How a turn's run ended (``done`` clears an earlier failure of the same turn)."""
     await setup(saver)
     async with saver.lock:
         await saver.conn.execute(
-            "INSERT OR REPLACE INTO moa_web_turns (thread_id, turn_key, status, error)"
-            " VALUES (?, ?, ?, ?)",
-            (thread_id, turn_key, status, error),
+            "INSERT OR REPLACE INTO moa_web_turns (thread_id, turn_key, status, error, calls)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (thread_id, turn_key, status, error, json.dumps(calls or [])),
         )
         await saver.conn.commit()
 
 
 async def turn_outcomes(saver: AsyncSqliteSaver, thread_id: str) -> dict[str, dict[str, Any]]:
-    """``turn_key`` -> ``{"status", "error"}`` of the thread's recorded turns."""
+    """``turn_key`` -> ``{"status", "error", "calls"}`` of the thread's recorded turns."""
     await setup(saver)
     async with saver.conn.execute(
-        "SELECT turn_key, status, error FROM moa_web_turns WHERE thread_id = ?", (thread_id,)
+        "SELECT turn_key, status, error, calls FROM moa_web_turns WHERE thread_id = ?",
+        (thread_id,),
     ) as cursor:
-        return {r[0]: {"status": r[1], "error": r[2]} for r in await cursor.fetchall()}
+        return {
+            r[0]: {"status": r[1], "error": r[2], "calls": json.loads(r[3] or "[]")}
+            for r in await cursor.fetchall()
+        }

@@ -146,6 +146,8 @@ def _turn(segment: list[StateSnapshot], outcome: Mapping[str, Any] | None) -> di
         status, error = "paused", None
     elif outcome and outcome["status"] in ("failed", "cancelled"):
         status, error = outcome["status"], outcome["error"]
+        recorded = {c["node"] for c in calls}
+        calls += [c for c in outcome.get("calls") or [] if c.get("node") not in recorded]
     else:
         errors = _task_errors(last)
         cancelled = errors and all("CancelledError" in e for e in errors)
