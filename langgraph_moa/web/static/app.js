@@ -11,7 +11,7 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   specs: [], thread: null, title: "", threadSpec: null, graphFor: null,
-  live: null,        // the run this page watches: {runId, turn, seq, controller, ended, legacy}
+  live: null,        // the run this page watches: {runId, turn, seq, controller, ended}
   follow: true,      // keep the newest output in view while a run streams
   ours: 0,           // when the page itself last scrolled (not the user)
 };
@@ -166,7 +166,8 @@ class Turn {
     this.extras = new Map();   // ranker / judge node -> chip
     this.layers = new Map();   // layer -> {section, note, refs, extras, ranking}
     this.ranked = new Map();   // layer -> {kept: Set}
-    this.failedSeen = new Set();
+    this.failedSeen = new Set();  // nodes seen failing (the aggregator's failure is not in
+    this.calledSeen = new Set();  // the state's calls when it ends the run: count it here)
     this.finalText = "";
     this.finalId = null;
     this.started = false;
@@ -390,6 +391,7 @@ class Turn {
     if (record.attempts > 1) parts.push(`${record.attempts} attempts`);
     if (record.truncated) parts.push(`${record.truncated} refs shortened`);
     const status = record.status === "ok" ? "done" : record.status;
+    this.calledSeen.add(record.node);
     if (status === "failed" || status === "timeout") this.failedSeen.add(record.node);
     const why = record.status === "ok" ? "" : record.error;
     if (record.role === "aggregator") {
@@ -443,6 +445,7 @@ class Turn {
         break;
       case "call_failed":
         this.failedSeen.add(node);
+        this.calledSeen.add(node);
         this.setStatus(node, "failed", e.error);
         break;
       case "call_cut":
@@ -567,8 +570,9 @@ class Turn {
   summary(s, fallbackReason) {
     if (!s) return;
     const failed = Math.max(s.failed || 0, this.failedSeen.size);
+    const calls = Math.max(s.calls || 0, s.calls + this.failedSeen.size - (s.failed || 0), this.calledSeen.size);
     const parts = [
-      `${s.calls} call${s.calls === 1 ? "" : "s"}`,
+      `${calls} call${calls === 1 ? "" : "s"}`,
       `${failed} failed`,
       `${s.cut} cut`,
       `${s.input_tokens} in / ${s.output_tokens} out tokens`,
@@ -910,11 +914,10 @@ async function ask(question) {
   return ok;
 }
 
-/* POST a run (or a retry); returns whether it started. Old servers answer the POST with the
- * event stream itself: that works too, but such a run dies with its connection. */
+/* POST a run (or a retry, or a resume); returns whether it started. */
 async function start(turn, url, body) {
   const controller = new AbortController();
-  state.live = { runId: null, turn, seq: -1, controller, ended: false, legacy: false, since: performance.now() };
+  state.live = { runId: null, turn, seq: -1, controller, ended: false };
   setBusy(true);
   announce("Run started.");
   let response;
@@ -930,12 +933,6 @@ async function start(turn, url, body) {
     return false;
   }
   banner("");
-  const type = response.headers.get("content-type") || "";
-  if (type.includes("text/event-stream")) {
-    state.live.legacy = true;
-    follow(state.live, response);
-    return true;
-  }
   const info = await response.json();
   if (info.thread_id) setThread(info.thread_id);
   if (info.turn !== undefined) turn.number = info.turn;
@@ -950,8 +947,7 @@ async function start(turn, url, body) {
 /* Watch run `runId` from event `after` on, reconnecting (Last-Event-ID) when the connection
  * drops; ends on a terminal event, on Stop's `cancelled`, or when the page detaches. */
 async function attach(runId, turn, after) {
-  const since = state.live ? state.live.since : performance.now();
-  const live = { runId, turn, seq: after, controller: new AbortController(), ended: false, legacy: false, since };
+  const live = { runId, turn, seq: after, controller: new AbortController(), ended: false };
   state.live = live;
   setBusy(true);
   let tries = 0;
@@ -989,19 +985,6 @@ async function attach(runId, turn, after) {
     state.live = null;
     setBusy(false);
     if (live.ended) forget();
-    loadThreads().catch(() => {});
-  }
-}
-
-async function follow(live, response) {
-  try {
-    await consume(live, response);
-    if (!live.ended) throw new Error("the connection to the server closed before the run ended");
-  } catch (e) {
-    if (e.name === "AbortError") live.turn.cancelled({});
-    else live.turn.error(e instanceof TypeError ? unreachable() : String(e.message || e));
-  } finally {
-    if (state.live === live) { state.live = null; setBusy(false); }
     loadThreads().catch(() => {});
   }
 }
@@ -1049,13 +1032,13 @@ async function resumeRun(turn, decision) {
   if (!ok) turn.tools.hidden = false;
 }
 
-async function stop(e) {
+async function stop() {
   const live = state.live;
   if (!live) { notice("Nothing is running."); return; }
   // (Stop appears left of Send, so a double-click on Send never lands on it.)
   $("stop").disabled = true;
   $("stop").textContent = "Stopping…";
-  if (live.legacy || !live.runId) { live.controller.abort(); return; }
+  if (!live.runId) { notice("The run is starting: Stop again in a moment."); $("stop").disabled = false; $("stop").textContent = "Stop"; return; }
   try {
     await sendJSON(`ui/api/runs/${encodeURIComponent(live.runId)}/cancel`, {});
   } catch (e) {
@@ -1069,7 +1052,6 @@ async function stop(e) {
 function detach() {
   const live = state.live;
   if (!live) return;
-  if (live.legacy) { notice("This server runs a turn only while the page watches it: Stop it first."); return false; }
   state.live = null;
   live.controller.abort();
   setBusy(false);
@@ -1160,7 +1142,7 @@ async function loadThreads() {
 
 async function openThread(id, options = {}) {
   if (state.live && !options.quiet) {
-    if (detach() === false) return;
+    detach();
   }
   if (!options.quiet) banner("");
   try {
@@ -1183,11 +1165,7 @@ async function openThread(id, options = {}) {
       const turn = drawn.find((t) => t.number === data.paused.turn) || last;
       if (turn) turn.review(data.paused.references || [], (decision) => resumeRun(turn, decision));
     }
-    let running = data.running;
-    const saved = remembered();
-    if (!running && saved && saved.thread_id === id && data.running === undefined) {
-      running = { run_id: saved.run_id, turn: last ? last.number : null };
-    }
+    const running = data.running;
     if (running) {
       let turn = drawn.find((t) => t.number === running.turn);
       if (!turn) {
@@ -1213,7 +1191,7 @@ async function openThread(id, options = {}) {
 }
 
 function newThread() {
-  if (state.live && detach() === false) return;
+  if (state.live) detach();
   state.thread = null;
   state.threadSpec = null;
   history.replaceState(null, "", location.pathname);
@@ -1328,7 +1306,7 @@ async function main() {
   document.addEventListener("keydown", (e) => {
     if (e.key !== "Escape") return;
     if (document.body.classList.contains("threads-open")) { toggleThreads(false); return; }
-    if (state.live) { e.preventDefault(); stop(e); }
+    if (state.live) { e.preventDefault(); stop(); }
   });
   $("toggle-threads").addEventListener("click", () => toggleThreads());
   $("close-threads").addEventListener("click", () => toggleThreads(false));
