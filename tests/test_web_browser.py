@@ -698,6 +698,11 @@ async def test_phone_drawer_is_above_the_header_and_closes(browser: Any, served:
               return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2).id; }"""
         )
         assert hit == "new-thread"
+        # Modal: Tab stays in the drawer (the page behind it is inert).
+        for _ in range(6):
+            await p.keyboard.press("Tab")
+            inside = await p.evaluate("!!document.activeElement.closest('#threads')")
+            assert inside or await p.evaluate("document.activeElement === document.body")
         await page.shot("phone-drawer")
         await p.keyboard.press("Escape")
         assert not await p.is_visible("#threads")

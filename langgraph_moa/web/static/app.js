@@ -1216,7 +1216,12 @@ function toggleThreads(open) {
   toggle.setAttribute("aria-expanded", String(show));
   document.body.classList.toggle("threads-open", show);
   $("drawer-backdrop").hidden = !show;
-  if (show && drawerMode()) $("new-thread").focus();
+  // On a phone the open drawer is modal: the page behind it takes no focus and no taps.
+  const modal = show && drawerMode();
+  for (const behind of [$("main"), document.querySelector(".top"), document.querySelector(".skip")]) {
+    behind.inert = modal;
+  }
+  if (modal) $("new-thread").focus();
   else if (was && !show && drawerMode()) toggle.focus({ preventScroll: true });
 }
 
@@ -1310,6 +1315,8 @@ async function main() {
   });
   $("toggle-threads").addEventListener("click", () => toggleThreads());
   $("close-threads").addEventListener("click", () => toggleThreads(false));
+  // Rotated or resized out of the phone layout: no drawer left open over an inert page.
+  matchMedia("(max-width: 760px)").addEventListener("change", () => toggleThreads(false));
   $("drawer-backdrop").addEventListener("click", () => toggleThreads(false));
   $("new-thread").addEventListener("click", newThread);
   $("rename").addEventListener("click", rename);
