@@ -2,8 +2,10 @@
  *
  * A run lives on the server (POST ui/api/runs -> run_id); the page only watches it
  * (GET ui/api/runs/ID/events, server-sent events with ids). So a reload, a dropped
- * connection or switching conversations loses nothing: the page re-attaches (replaying the
- * events it missed with Last-Event-ID) and only Stop cancels the run (POST .../cancel).
+ * connection or switching conversations loses nothing: a dropped stream is re-read from
+ * the last event seen (Last-Event-ID); a reopened conversation (a reload: the address holds
+ * #thread=ID) reads its running run from the thread and replays it. Only Stop cancels a run
+ * (POST .../cancel); everything else the page does with a run is watching it.
  * Tokens are a preview; the `answer`, `call` and `final` events carry the authoritative text
  * and numbers, so a card is right even when its model did not stream. */
 "use strict";
@@ -17,7 +19,6 @@ const state = {
 };
 const FINAL = new Set(["aggregator", "fallback"]);
 const TERMINAL = new Set(["done", "error", "review", "cancelled"]);
-const LIVE_KEY = "moa-live-run";
 const BASE_TITLE = "langgraph-moa";
 
 // ---------------------------------------------------------------- small helpers
@@ -877,18 +878,6 @@ function setTitle(title) {
   if (!state.live) document.title = title || BASE_TITLE;
 }
 
-function remember(runId, threadId) {
-  try { sessionStorage.setItem(LIVE_KEY, JSON.stringify({ run_id: runId, thread_id: threadId })); } catch (e) { /* private mode */ }
-}
-
-function forget() {
-  try { sessionStorage.removeItem(LIVE_KEY); } catch (e) { /* private mode */ }
-}
-
-function remembered() {
-  try { return JSON.parse(sessionStorage.getItem(LIVE_KEY) || "null"); } catch (e) { return null; }
-}
-
 function clearEmpty() {
   for (const p of $("conversation").querySelectorAll(".empty")) p.remove();
 }
@@ -937,7 +926,6 @@ async function start(turn, url, body) {
   if (info.thread_id) setThread(info.thread_id);
   if (info.turn !== undefined) turn.number = info.turn;
   if (!state.title) setTitle(turn.question.slice(0, 80));
-  remember(info.run_id, info.thread_id || state.thread);
   state.live = null;
   attach(info.run_id, turn, -1);
   loadThreads().catch(() => {});
@@ -960,7 +948,7 @@ async function attach(runId, turn, after) {
       if (response.status === 404) {  // the run is over and forgotten: the thread has it
         live.ended = true;
         notice("");
-        if (state.live === live) { state.live = null; setBusy(false); forget(); }
+        if (state.live === live) { state.live = null; setBusy(false); }
         if (state.thread) await openThread(state.thread, { quiet: true });
         return;
       }
@@ -984,7 +972,6 @@ async function attach(runId, turn, after) {
   if (state.live === live) {
     state.live = null;
     setBusy(false);
-    if (live.ended) forget();
     loadThreads().catch(() => {});
   }
 }
@@ -1176,7 +1163,6 @@ async function openThread(id, options = {}) {
       }
       turn.reopen();
       turn.summaryEl.textContent = "";
-      remember(running.run_id, id);
       attach(running.run_id, turn, -1);
     }
     if (last) {
@@ -1365,9 +1351,7 @@ async function main() {
   }
   loadThreads().catch((e) => banner(`Could not list conversations: ${e.message || e}`));
   const match = location.hash.match(/^#thread=(.+)$/);
-  const saved = remembered();
-  const id = match ? decodeURIComponent(match[1]) : saved?.thread_id;
-  if (id) await openThread(id);
+  if (match) await openThread(decodeURIComponent(match[1]));  // a reload re-attaches its run
   $("question").focus({ preventScroll: true });
 }
 
