@@ -1249,6 +1249,29 @@ async def _axe_everywhere(browser: Any, served: Served) -> None:
                         await p.screenshot(path=str(DOCS_PICTURE))
             finally:
                 await page.close()
+    # The other states' colours: a failed turn, a stopped one, a review pause.
+    for dark in (False, True):
+        theme = "dark" if dark else "light"
+        page = await Page.open(browser, served.url, *VIEWPORTS["wide"], dark=dark, axe=True)
+        try:
+            p = page.page
+            await page.start("Fail, accessibly", "judgefails")
+            await p.locator("article.turn .error").first.wait_for()
+            await page.start("Stop, accessibly", "streaming")
+            await (
+                p.locator('.card[data-node="layer_1/slowpoke"] .status')
+                .filter(has_text="running")
+                .wait_for()
+            )
+            await p.click("#stop")
+            await p.locator("article.turn .stopped-note").filter(has_text="Stopped").wait_for()
+            await page.start("Pause, accessibly", "reviewed")
+            await p.locator(".final .review").wait_for()
+            if found := await page.axe():
+                problems[f"{theme} failed, stopped, paused"] = found
+            await page.shot(f"axe-{theme}-states", full_page=True)
+        finally:
+            await page.close()
     assert problems == {}, problems
 
 
