@@ -172,7 +172,7 @@ async def test_stop_abandons_the_upstream_request_at_once_and_keeps_what_finishe
     again = await start(web, spec="stoppable", thread_id=run["thread_id"], resume=True)
     assert again["turn"] == 1
     assert (await events(web, again["run_id"]))[-1][1] == "done"
-    assert [r["model"] for r in server.requests] == ["alpha", "slow", "slow", "judge"]
+    assert sorted(r["model"] for r in server.requests) == ["alpha", "judge", "slow", "slow"]
     [turn] = (await web.get(f"/ui/api/threads/{run['thread_id']}")).json()["turns"]
     assert turn["status"] == "done" and turn["answer"] == "judge says: Stop me?"
 

@@ -29,7 +29,7 @@ called; they never name the server's environment variables.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -167,19 +167,25 @@ def ui_router(
             raise WebError(404, f"no run {run_id!r} (finished runs are kept a while)", "run_id")
         return run
 
-    async def record_end(run: Run) -> None:
-        """How the run's turn ended, for the thread read (an unfinished turn's reason)."""
-        name, text = next(e for e in reversed(run.events) if e is not None)
+    async def record_end(s: AsyncSqliteSaver, thread_id: str, last: Event | None) -> None:
+        """How the run's turn ended, for the thread read (an unfinished turn's reason).
+
+        Written on the run's own connection: a run cancelled mid-write may leave that
+        connection in a transaction, which another connection would wait on."""
+        name, data = last or ("cancelled", {})
         status = {"done": "done", "review": "paused", "cancelled": "cancelled"}.get(name, "failed")
-        data = json.loads(text)
         error = data.get("message") if status == "failed" else None
         calls = (data.get("partial") or {}).get("calls") or []
         unrecorded = [c for c in calls if isinstance(c, dict) and c.get("unrecorded")]
-        async with saver() as s:
-            segments = await thread_turns(graphs(s), run.thread_id)
-            if segments:
-                key = segments[-1]["key"]
-                await store.record_turn(s, run.thread_id, key, status, error, unrecorded)
+        try:
+            turns = await thread_turns(graphs(s), thread_id)
+            if turns:
+                key = turns[-1]["key"]
+                await store.record_turn(s, thread_id, key, status, error, unrecorded)
+        except Exception as exc:  # the run ended all the same; its turn reads as unfinished
+            log.error(
+                "thread %s: could not record how a turn ended: %s", thread_id, scrub(str(exc))
+            )
 
     def launch(
         spec_name: str,
@@ -202,8 +208,15 @@ def ui_router(
                         "metadata": {"moa_spec": spec_name},
                     }
                     graph = compiled(spec_name, s)
-                    async for event in run_events(graph, payload, config, start=start):
-                        yield event
+                    last: Event | None = None
+                    try:
+                        async for event in run_events(graph, payload, config, start=start):
+                            last = event
+                            yield event
+                    except asyncio.CancelledError:  # Stop, or the server shutting down
+                        await record_end(s, thread_id, None)
+                        raise
+                    await record_end(s, thread_id, last)
             except Exception as exc:  # e.g. the thread store failed: say so, keep the page
                 message = scrub(f"the server could not run this turn: {type(exc).__name__}: {exc}")
                 log.error("%s (thread %s)", message, thread_id)  # scrubbed: no traceback
@@ -216,7 +229,6 @@ def ui_router(
                 turn=int(start["turn"]),
                 owner=owner,
                 events=events(),
-                on_end=record_end,
             )
         except TooBusy as exc:
             raise WebError(429, str(exc)) from None
@@ -462,7 +474,5 @@ def ui_router(
 
 async def _settle(run: Run, timeout: float = 5.0) -> None:
     """Wait (briefly) for a cancelled run to record its ``cancelled`` event."""
-    import asyncio
-
     if run.task is not None:
         await asyncio.wait([run.task], timeout=timeout)
