@@ -793,6 +793,7 @@ async def test_a_review_pause_survives_a_reload(page: Page, served: Served) -> N
     assert page.errors == []
 
 
+@pytest.mark.slow
 async def test_the_answer_is_brought_into_view_and_the_stream_followed(
     browser: Any, served: Served
 ) -> None:
@@ -1090,6 +1091,7 @@ async def test_timers_and_a_busy_mark_in_the_tab_title(page: Page) -> None:
     assert page.errors == []
 
 
+@pytest.mark.slow
 async def test_a_50k_character_answer_streams_incrementally(browser: Any, served: Served) -> None:
     """Issue 23 item 11: finished blocks are rendered once (a selection in them survives
     the stream), the main thread stays mostly idle while ~50k characters stream in."""
@@ -1199,6 +1201,7 @@ async def test_no_silent_no_ops(page: Page, served: Served) -> None:
     assert await p.input_value("#question") == "Anyone there?"
 
 
+@pytest.mark.slow
 async def test_axe_finds_no_serious_violation_in_either_theme_or_width(
     browser: Any, tmp_path: Path
 ) -> None:
