@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=8765)
     ui.add_argument("--spec", action="append", help="offer this spec file too (repeatable)")
-    ui.add_argument("--db", default=None, help="SQLite file of the conversations (as --thread)")
+    ui.add_argument("--db", default=None, help="SQLite file of the page's conversations")
     ui.add_argument("--no-browser", action="store_true", help="serve without opening a browser")
     add_transport_args(ui)
     return p
@@ -101,20 +101,6 @@ def _spec(args: argparse.Namespace) -> MoASpec:
     if args.spec and args.preset:
         raise MoAError("give --spec or --preset, not both")
     return resolve_spec(args.spec, preset=None if args.spec else (args.preset or "local"))
-
-
-def mermaid(spec: MoASpec) -> str:
-    """The graph as Mermaid, without LangGraph's internal error-handler nodes and metadata,
-    so it reads like the paper's Figure 2."""
-    from langgraph_moa.graphs.builder import build_graph
-
-    drawable = build_graph(spec).compile(name=spec.name).get_graph()
-    hidden = [n for n in drawable.nodes if n.startswith("__error_handler__")]
-    for node in hidden:
-        drawable.remove_node(drawable.nodes[node])
-    for key, drawn in drawable.nodes.items():
-        drawable.nodes[key] = drawn._replace(metadata=None)
-    return drawable.draw_mermaid()
 
 
 class Progress:
@@ -321,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:10} {preset_description(name)}")
             return 0
         if args.command == "graph":
+            from langgraph_moa.graphs.drawing import mermaid
+
             print(mermaid(_spec(args)))
             return 0
         if args.command == "cache":
@@ -358,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ui":
             from langgraph_moa.web import run_ui
 
-            return run_ui(args, _db_path(args))
+            return run_ui(args)
         if args.command is None:
             _parser().print_help()
             return 2

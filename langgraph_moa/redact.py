@@ -68,12 +68,13 @@ def secret_values(environ: dict[str, str] | None = None) -> list[str]:
     longest first."""
     env = os.environ if environ is None else environ
     names = set(DEFAULT_KEY_ENV.values()) | _KEY_ENVS
-    values = {
-        value.strip()
-        for name, value in env.items()
-        if (name in names or _SECRET_NAME.search(name)) and len(value.strip()) >= _MIN_SECRET
-    }
-    return sorted(values, key=len, reverse=True)
+    values: set[str] = set()
+    for name, value in env.items():
+        if name in names or _SECRET_NAME.search(name):
+            values.add(value.strip())
+            if name in _KEY_ENVS:  # e.g. `moa serve --api-key-env`: one token per client
+                values.update(part.strip() for part in value.split(","))
+    return sorted((v for v in values if len(v) >= _MIN_SECRET), key=len, reverse=True)
 
 
 def _hex_cases(text: str, prefix: str, digits: int) -> set[str]:

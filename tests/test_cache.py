@@ -134,5 +134,8 @@ async def test_web_ui_reuses_answers_for_a_cache_true_spec(model, server, tmp_pa
         for expected_calls in (5, 0):  # two new conversations, the same question
             server.reset()
             response = await client.post("/ui/api/runs", json={"spec": "c", "question": "Hi"})
-            assert response.status_code == 200 and "event: done" in response.text
+            assert response.status_code == 202
+            run_id = response.json()["run_id"]
+            response = await client.get(f"/ui/api/runs/{run_id}/events")
+            assert "event: done" in response.text
             assert len(server.log()) == expected_calls

@@ -234,3 +234,14 @@ def test_the_cli_prints_and_stores_no_form_of_an_echoed_key(tmp_path, monkeypatc
         assert form.encode() not in stored
     for tail in ("odd#pass", "%7ee1^x"):
         assert tail not in text and tail.encode() not in stored
+
+
+def test_each_of_several_registered_tokens_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`moa serve --api-key-env` takes comma-separated tokens (one per client): each one is a
+    secret on its own, not only the whole list."""
+    from langgraph_moa.redact import register_key_env, scrub
+
+    monkeypatch.setenv("MOA_CLIENT_TOKENS_LIST", "first-client-tok1,second-client-tok2")
+    register_key_env("MOA_CLIENT_TOKENS_LIST")
+    out = scrub("got second-client-tok2 and first-client-tok1")
+    assert "second-client-tok2" not in out and "first-client-tok1" not in out

@@ -471,7 +471,8 @@ def test_bearer_token_required_when_configured(
         )
         assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"]
         assert httpx.get(f"{s.url}/health").status_code == 200  # for load balancers
-        assert httpx.get(f"{s.url}/").status_code == 404  # the page has no login: not served
+        assert httpx.get(f"{s.url}/").status_code == 200  # the page; its API needs the token
+        assert httpx.get(f"{s.url}/ui/api/threads").status_code == 401
 
 
 def test_concurrency_limit_answers_429(upstream: OpenAIServer, tmp_path: Any) -> None:

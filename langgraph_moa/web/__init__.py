@@ -8,6 +8,8 @@ names are imported lazily so a missing one is a clear error, not a traceback at 
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,13 @@ __all__ = ["create_ui_app", "default_specs", "run_ui", "ui_router"]
 
 LOOPBACK = ["127.0.0.1", "localhost", "::1", "[::1]"]
 """Host names a server bound to a loopback address answers (no DNS rebinding)."""
+
+
+def web_db_path() -> Path:
+    """The page's own conversations file (not ``moa --thread``'s ``threads.sqlite``: the
+    shell's threads stay out of the page, and the page's out of the shell)."""
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "langgraph-moa" / "web.sqlite"
 
 
 def __getattr__(name: str) -> Any:

@@ -21,8 +21,9 @@ from langchain_core.language_models import BaseChatModel
 
 from langgraph_moa.asgi import READ_TIMEOUT, RequestGuard, allowed_origin_set
 from langgraph_moa.graphs.spec import MoASpec, load_preset, load_spec, preset_names
-from langgraph_moa.web import LOOPBACK
+from langgraph_moa.web import LOOPBACK, web_db_path
 from langgraph_moa.web.router import ui_router
+from langgraph_moa.web.runs import RunRegistry
 
 
 def default_specs(spec_files: Iterable[str | os.PathLike[str]] = ()) -> dict[str, MoASpec]:
@@ -44,8 +45,10 @@ def create_ui_app(
     allowed_hosts: Sequence[str] | None = None,
     allowed_origins: Sequence[str] = (),
     read_timeout: float = READ_TIMEOUT,
+    runs: RunRegistry | None = None,
 ) -> FastAPI:
-    """A FastAPI app serving only the UI (``ui_router``); HTTP pools close on shutdown.
+    """A FastAPI app serving only the UI (``ui_router``); on shutdown the runs still going are
+    cancelled (the router's lifespan), then the HTTP pools close.
 
     ``allowed_hosts`` refuses requests naming another ``Host`` (``moa ui`` on a loopback
     address allows only loopback names, so a DNS-rebinding page cannot drive it).
@@ -60,7 +63,7 @@ def create_ui_app(
         await aclose_clients()
 
     app = FastAPI(title="langgraph-moa UI", lifespan=lifespan)
-    app.include_router(ui_router(specs, db_path=db_path, chat_models=chat_models))
+    app.include_router(ui_router(specs, db_path=db_path, chat_models=chat_models, runs=runs))
     origins = allowed_origin_set(allowed_origins)  # a typo fails here, not at the 1st request
     app.add_middleware(RequestGuard, allowed_origins=origins, read_timeout=read_timeout)
     if allowed_hosts is not None:
@@ -80,10 +83,12 @@ def _is_ui(url: str) -> bool:
         return False
 
 
-def run_ui(args: argparse.Namespace, db_path: Path) -> int:
-    """``moa ui``: open the page, serving it first unless one already runs at that address."""
+def run_ui(args: argparse.Namespace, db_path: Path | None = None) -> int:
+    """``moa ui``: open the page, serving it first unless one already runs at that address.
+    Conversations go to ``--db`` or the page's own file (``web_db_path``)."""
     import uvicorn
 
+    db_path = db_path or (Path(args.db) if getattr(args, "db", None) else web_db_path())
     url = f"http://{args.host}:{args.port}/"
     if _is_ui(url):
         print(f"the UI already runs at {url}")

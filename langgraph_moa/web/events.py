@@ -11,12 +11,16 @@ events, so a browser (or any other front end) never has to know LangGraph's chun
   ``id``: a new id for the same node means the answer restarted after an error)
 - ``answer``: a proposer's whole answer (authoritative; tokens are only a preview)
 - ``call``: a finished call's record (``calls[]`` of the state: status, latency, tokens, cost)
-- ``references``: what a layer hands on (the last layer's are what the aggregator read)
+- ``references``: what a layer hands on (the last layer's are what the aggregator read), with
+  ``sources``: who wrote each (``{"node", "model"}``, or null when it cannot be told)
+- ``ranked``: a ranked layer (``rank:`` specs): each ranker's order and the combined table
 - ``final``: the final answer (aggregator, or the fallback when a whole layer failed)
-- ``review``: the run paused before the aggregator (a spec with ``review: true``) with the
-  references it would read; resuming continues the same turn
+- ``review``: the run paused before the aggregator (a spec with ``review: true``): the
+  interrupt's payload as the graph gave it, ``references`` (what it would read) always there;
+  resuming continues the same turn
 - ``done``: the turn's summary (totals, wall time, critical path)
 - ``error``: the run failed; ``partial`` carries what it had computed
+- ``cancelled``: the run was stopped (``web/runs.py`` emits it; ``partial`` as for ``error``)
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from contextlib import aclosing
 from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StreamMode
 
-from langgraph_moa.errors import MoAError
+from langgraph_moa.errors import MissingAPIKeyError, MoAError
 from langgraph_moa.graphs.spec import MoASpec
 from langgraph_moa.graphs.state import Context
 
@@ -113,8 +118,58 @@ def summary(calls: list[dict[str, Any]], wall_s: float | None) -> dict[str, Any]
     }
 
 
-def _updates(chunk: Mapping[str, Any]) -> Iterable[Event]:
-    """``answer``/``call``/``references``/``final`` events from one ``updates`` chunk.
+def ranking_view(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A layer's ranking (``LayerRanking``) as the page shows it: each ranker's order, and the
+    combined table (mean rank, kept or dropped) best first."""
+    kept = set(record.get("kept") or [])
+    mean = record.get("mean_rank") or {}
+    return {
+        "layer": record.get("layer"),
+        "rankers": [
+            {
+                "ranker": r.get("ranker"),
+                "model": r.get("model"),
+                "ok": r.get("ok"),
+                "order": list(r.get("order") or []),
+                "error": r.get("error"),
+            }
+            for r in record.get("rankers") or []
+        ],
+        "table": [
+            {
+                "node": node,
+                "model": node.split("/", 1)[-1],
+                "score": mean.get(node),
+                "kept": node in kept,
+            }
+            for node in record.get("order") or []
+        ],
+        "kept": list(record.get("kept") or []),
+    }
+
+
+def reference_sources(
+    nodes: list[str],
+    references: list[str],
+    answers: Mapping[str, str],
+    calls: Iterable[Mapping[str, Any]],
+    kept: list[str] | None = None,
+) -> list[dict[str, Any] | None]:
+    """Who wrote each reference: ``{"node", "model"}`` (the model that answered, a fallback's
+    name if one did), or None when it cannot be told (e.g. references edited at a review).
+
+    A layer's references are its answers in spec order (``nodes``), or the kept ones after a
+    ranking."""
+    writers = [n for n in (kept if kept is not None else nodes) if n in answers]
+    if len(writers) != len(references):
+        return [None] * len(references)
+    model = {c["node"]: c["model"] for c in calls if c.get("status") in ("ok", "fallback")}
+    return [{"node": n, "model": model.get(n, n.split("/", 1)[-1])} for n in writers]
+
+
+def _updates(chunk: Mapping[str, Any], seen: dict[str, Any]) -> Iterable[Event]:
+    """``answer``/``call``/``references``/``ranked``/``final`` events from one ``updates``
+    chunk. ``seen`` collects the run's answers and calls, and holds its ``layout``.
 
     Error handlers report as ``__error_handler__<node>``: only the values matter here."""
     for node, update in chunk.items():
@@ -123,25 +178,69 @@ def _updates(chunk: Mapping[str, Any]) -> Iterable[Event]:
         answers = update.get("answers")
         if isinstance(answers, Mapping):
             for key, text in answers.items():
+                seen["answers"][key] = text
                 yield "answer", {"node": key, "text": text}
         calls = update.get("calls")
         if isinstance(calls, list):
             for record in calls:
+                seen["calls"].append(record)
                 yield "call", dict(record)
+        kept = None
+        rankings = update.get("rankings")
+        if isinstance(rankings, list):
+            for ranking in rankings:
+                view = ranking_view(ranking)
+                kept = view["kept"]
+                yield "ranked", view
         refs = update.get("references")
         if isinstance(refs, list) and node.endswith(("/aggregate", "/rank")):  # rank: top k
             layer = int(node.split("/")[0].removeprefix("layer_"))
+            seats = seen["layout"]["layers"] if seen.get("layout") else []
+            nodes = [s["node"] for s in seats[layer - 1]] if layer <= len(seats) else []
             yield (
                 "references",
                 {
                     "layer": layer,
                     "references": list(refs),
+                    "sources": reference_sources(
+                        nodes, list(refs), seen["answers"], seen["calls"], kept
+                    ),
                     "fallback_reason": update.get("fallback_reason") or None,
                 },
             )
         answer = update.get("answer")
         if isinstance(answer, str) and answer:
             yield "final", {"node": node.removeprefix("__error_handler__"), "text": answer}
+
+
+def unrecorded_failures(
+    failed: Mapping[str, Mapping[str, Any]], calls: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Call records for calls that failed for good but wrote none (the aggregator without a
+    fallback raises: its failure ends the run before any record is written), from their
+    ``call_failed`` progress events, so the summary counts them. Marked ``unrecorded``."""
+    recorded = {c["node"] for c in calls}
+    return [
+        {
+            "node": node,
+            "model": event.get("model"),
+            "model_id": None,
+            "layer": event.get("layer"),
+            "role": event.get("role"),
+            "status": "failed",
+            "attempts": event.get("attempts", 1),
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "latency_s": 0.0,
+            "ttft_s": None,
+            "error": event.get("error"),
+            "truncated": 0,
+            "cost_usd": 0.0,
+            "unrecorded": True,
+        }
+        for node, event in failed.items()
+        if node not in recorded
+    ]
 
 
 def _token(chunk: Any) -> Event | None:
@@ -177,6 +276,8 @@ async def run_events(
     yield "run", start
     began = time.perf_counter()
     final: dict[str, Any] = {}
+    seen: dict[str, Any] = {"answers": {}, "calls": [], "layout": start.get("layout")}
+    failed: dict[str, Mapping[str, Any]] = {}  # node -> its call_failed event
     modes: list[StreamMode] = ["custom", "messages", "updates", "values"]
     stream = cast(  # astream is an async generator; its annotation says only AsyncIterator
         AsyncGenerator[tuple[str, Any], None],
@@ -185,6 +286,10 @@ async def run_events(
             config,
             context=context or stream_context(),
             stream_mode=modes,
+            # Each step's checkpoint is on disk before the next step runs: a reload, a Stop
+            # or a crash finds every finished step (the default writes them in the background).
+            # Only with a checkpointer (without one LangGraph 1.2 fails on it).
+            durability="sync" if isinstance(graph.checkpointer, BaseCheckpointSaver) else None,
         ),
     )
     try:
@@ -192,32 +297,38 @@ async def run_events(
         async with aclosing(stream):
             async for mode, chunk in stream:
                 if mode == "custom" and isinstance(chunk, Mapping):
+                    if chunk.get("event") == "call_failed" and chunk.get("node"):
+                        failed[str(chunk["node"])] = chunk
                     yield "progress", dict(chunk)
                 elif mode == "messages":
                     if token := _token(chunk):
                         yield token
                 elif mode == "updates" and isinstance(chunk, Mapping):
-                    for event in _updates(chunk):
+                    for event in _updates(chunk, seen):
                         yield event
                 elif mode == "values" and isinstance(chunk, Mapping):
                     final = dict(chunk)
     except Exception as exc:  # shown on the page: one line, plus what had been computed
         message = str(exc) if isinstance(exc, MoAError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, MissingAPIKeyError):  # the operator's business: name no variable
+            message = "a model of this spec is not configured on the server"
         partial = getattr(exc, "partial", None) or {}
-        calls = list(partial.get("calls") or final.get("calls") or [])
+        calls = list(partial.get("calls") or final.get("calls") or seen["calls"])
+        calls += unrecorded_failures(failed, calls)
+        shown = {k: partial.get(k) for k in ("answers", "references")}
         yield (
             "error",
             {
                 "message": message,
-                "partial": {k: partial.get(k) for k in ("answers", "references", "calls")},
+                "partial": {**shown, "calls": calls},
                 "summary": summary(calls, time.perf_counter() - began),
             },
         )
         return
     if "__interrupt__" in final:
         pause = final["__interrupt__"][0].value
-        refs = pause.get("references", []) if isinstance(pause, Mapping) else []
-        yield "review", {"references": list(refs)}
+        payload = dict(pause) if isinstance(pause, Mapping) else {"value": pause}
+        yield "review", {**payload, "references": list(payload.get("references") or [])}
         return
     if not final.get("answer"):
         yield (
