@@ -8,9 +8,8 @@ A request names a served spec as its ``model`` and may set the per-run settings 
 aggregator and its fallbacks), as with ``ChatMoA`` (a ``request_sampling: all`` spec sends
 the sampling ones, not stop/tools/format, to its proposers too); a model whose provider
 cannot take a setting runs without it and the response says so (``moa.dropped_params``). A
-request can
-never change a served spec's topology or endpoints. Fields we do not implement are refused by
-name, not ignored (docs/guides/serve.md has the table).
+request can never change a served spec's topology or endpoints. Fields we do not implement
+are refused by name, not ignored (docs/guides/serve.md has the table).
 """
 
 from __future__ import annotations
