@@ -139,6 +139,18 @@ def _map_run_error(exc: BaseException) -> oa.APIError:
     return oa.APIError(500, "internal error", etype="server_error", headers=NO_RETRY)
 
 
+def _run_failed(exc: BaseException, run: Run) -> oa.APIError:
+    """``_map_run_error``, with the ``moa`` extension the request asked for (``moa.include``)
+    made of what the run computed before it failed (``MoAError.partial``): its ``calls``
+    hold the failed call too, so a client counts every call it paid for."""
+    error = _map_run_error(exc)
+    include = run.request.moa.include if run.request.moa else []
+    partial = getattr(exc, "partial", None)
+    if include and isinstance(partial, dict):
+        error.moa = oa.extension(partial, include, run.dropped)
+    return error
+
+
 def create_app(
     specs: Mapping[str, MoASpec],
     *,
@@ -302,7 +314,7 @@ def create_app(
             except ClientGone:
                 return Response(status_code=CLIENT_GONE)
             except Exception as exc:
-                return _error(_map_run_error(exc))
+                return _error(_run_failed(exc, run))
             return JSONResponse(oa.completion(cid, req.model, out, include, run.dropped))
         with_usage = bool((req.stream_options or {}).get("include_usage"))
         return StreamingResponse(
@@ -331,7 +343,7 @@ def create_app(
             except ClientGone:
                 return Response(status_code=CLIENT_GONE)
             except Exception as exc:
-                return _error(_map_run_error(exc))
+                return _error(_run_failed(exc, run))
             return JSONResponse(rs.response(rid, body, run.request.model, out, run.dropped))
         events = rs.stream(rid, body, run.request.model, answer_events(run, running), run.dropped)
         return StreamingResponse(
@@ -420,7 +432,7 @@ async def _stream(
             else:
                 yield _sse(oa.chunk(cid, model, {"content": data}))
     except Exception as exc:
-        yield _sse(_map_run_error(exc).body())
+        yield _sse(_run_failed(exc, run).body())
         yield b"data: [DONE]\n\n"
         return
     last = oa.chunk(cid, model, {}, finish_reason=finish_reason(answer_message(final)))

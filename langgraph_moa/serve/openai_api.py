@@ -83,9 +83,11 @@ class APIError(Exception):
             code,
         )
         self.headers = headers or {}
+        self.moa: dict[str, Any] | None = None
+        """A failed run's ``moa`` extension (what it did before it failed), if asked for."""
 
     def body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "error": {
                 "message": self.message,
                 "type": self.etype,
@@ -93,6 +95,9 @@ class APIError(Exception):
                 "code": self.code,
             }
         }
+        if self.moa is not None:
+            body["moa"] = self.moa
+        return body
 
 
 MOA_INCLUDE = ("references", "calls", "rankings", "stop_checks", "early_stop")
