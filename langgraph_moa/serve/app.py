@@ -347,7 +347,7 @@ def create_app(
             return JSONResponse(rs.response(rid, body, run.request.model, out, run.dropped))
         events = rs.stream(rid, body, run.request.model, answer_events(run, running), run.dropped)
         return StreamingResponse(
-            stream_unless_disconnected(request, _errors_as_events(events)),
+            stream_unless_disconnected(request, _errors_as_events(events, run)),
             media_type="text/event-stream",
         )
 
@@ -401,13 +401,13 @@ async def answer_events(run: Run, running: asyncio.Semaphore) -> AsyncIterator[t
         yield "final", final
 
 
-async def _errors_as_events(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _errors_as_events(events: AsyncIterator[bytes], run: Run) -> AsyncIterator[bytes]:
     """A renderer's events; a failed run's error as one last OpenAI-shaped error event."""
     try:
         async for event in events:
             yield event
     except Exception as exc:
-        yield _sse({"type": "error", **_map_run_error(exc).body()})
+        yield _sse({"type": "error", **_run_failed(exc, run).body()})
 
 
 async def _stream(
