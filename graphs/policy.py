@@ -137,10 +137,19 @@ def _chain(model: ModelSpec | None, path: str) -> dict[int, str]:
 
 
 def check_overrides(source: Mapping[str, Any], max_tokens: int = MAX_OVERRIDE_TOKENS) -> None:
-    """Per-run ``temperature`` (0-2), ``max_tokens`` (1..cap), ``stop``, ``tools`` /
-    ``tool_choice`` and ``response_format`` (the aggregator's), or a ``SpecError``."""
+    """Per-run ``temperature`` (0-2), ``max_tokens`` and ``answer_max_tokens`` (1..cap),
+    ``stop``, ``tools`` / ``tool_choice`` and ``response_format`` (the aggregator's), or a
+    ``SpecError``."""
     try:
         _check_overrides(source.get("temperature"), source.get("max_tokens"), max_tokens)
+        # the answer's own limit, which a request_sampling: all spec sends its proposers too
+        answer = source.get("answer_max_tokens")
+        if answer is not None and (
+            isinstance(answer, bool) or not isinstance(answer, int) or not 0 < answer <= max_tokens
+        ):
+            raise InvalidInputError(
+                f"context.answer_max_tokens: must be a whole number from 1 to {max_tokens}"
+            )
         check_stop(source.get("stop"))
         check_tools(source.get("tools"), source.get("tool_choice"))
         check_response_format(source.get("response_format"))

@@ -299,6 +299,17 @@ class MoASpec(BaseModel):
         default=False,
         description="Pause before the aggregator for human review (resume with Command).",
     )
+    request_sampling: Literal["answer", "all"] = Field(
+        default="answer",
+        description="Which models a run's answer settings reach (a moa serve request's"
+        " max_tokens / max_completion_tokens, top_p, frequency_penalty, presence_penalty,"
+        " logit_bias and reasoning_effort; ChatMoA's parameters of those names). 'answer': the"
+        " aggregator and its fallbacks only; the proposers keep this spec's own settings, so a"
+        " client's short max_tokens never truncates the references. 'all': the proposers (and"
+        " Self-MoA-Seq's windows) get them too. Rankers and the early-stopping judge always"
+        " keep their own (their text is parsed); temperature and seed reach every model either"
+        " way; tools, stop and response_format only ever reach the answer.",
+    )
     # -- beyond the paper (issue 15) --
     max_cost: float | None = Field(
         default=None,

@@ -341,14 +341,15 @@ class Context:
         check_sampling(self)
 
     # The answer's sampling settings (moa serve's request fields, ChatMoA's parameters):
-    # the answer models (aggregator, fallbacks) get them, proposers keep their spec's own;
-    # ``seed`` goes to every model. A model whose provider cannot take one runs without it
-    # (models/sampling.py).
+    # the answer models (aggregator, fallbacks) get them, proposers keep their spec's own
+    # unless the spec says ``request_sampling: all``; ``seed`` goes to every model. A model
+    # whose provider cannot take one runs without it (models/sampling.py).
     answer_max_tokens: int | None = field(
         default=None,
         metadata=ui(
             "Longest final answer in tokens (the aggregator and its fallback); the"
-            " models whose answers it combines keep their own limits.",
+            " models whose answers it combines keep their own limits (unless the"
+            " mixture's spec says request_sampling: all).",
             "number",
             ge=1,
             le=MAX_TOKENS,

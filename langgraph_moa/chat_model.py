@@ -191,7 +191,8 @@ class ChatMoA(BaseChatModel):
     Standard parameters map onto the mixture as ``moa serve`` maps a request's fields:
     ``temperature`` and ``seed`` reach every model; ``max_tokens``, ``top_p``, the penalties,
     ``logit_bias``, ``reasoning_effort`` and ``stop`` the answer only (the aggregator and its
-    fallback: the references keep their spec's settings); a model whose provider cannot take
+    fallback: the references keep their spec's settings, unless the spec says
+    ``request_sampling: all``); a model whose provider cannot take
     a setting runs without it (``response_metadata["moa"]["dropped_params"]`` says which).
     ``timeout`` is each model call's timeout, ``max_retries`` the retries of each call
     (``RetryPolicy``). Each may be set per call (``bind``, or keywords of ``invoke``).

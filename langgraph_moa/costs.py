@@ -311,6 +311,9 @@ def guard_layer(
     if limit is None:
         return None
     max_tokens = getattr(context, "max_tokens", None)
+    written = max_tokens  # what a proposer may write: the answer's limit too if it opted in
+    if spec.request_sampling == "all":
+        written = getattr(context, "answer_max_tokens", None) or max_tokens
     if layer == 1:  # a new run: nothing spent yet, no references
         check_prices(spec, max_tokens)
         state = {**state, "calls": [], "references": [], "answers": {}}
@@ -325,11 +328,11 @@ def guard_layer(
             layer=layer,
             role="proposer",
             references=layer > 1,
-            max_tokens=max_tokens,
+            max_tokens=written,
         )
     ]
     # ...and the steps after the layer (rankers, the early-stopping judge) at their worst
-    costs += step_costs(spec, layer, _after_layer(state, spec, layer, max_tokens), max_tokens)
+    costs += step_costs(spec, layer, _after_layer(state, spec, layer, written), max_tokens)
     return over_limit(limit, state, names.layer(layer), costs)
 
 

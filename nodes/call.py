@@ -30,7 +30,7 @@ from langgraph_moa.graphs.names import ANSWER_NODES, WINDOW
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import Call, CallStatus, Context, MoAState
 from langgraph_moa.models.factory import get_chat_model
-from langgraph_moa.models.sampling import call_settings
+from langgraph_moa.models.sampling import call_settings, reaches
 from langgraph_moa.nodes import budget
 from langgraph_moa.nodes.deadline import LayerClock
 from langgraph_moa.nodes.failures import is_context_length
@@ -95,6 +95,7 @@ async def call_model(
     seat: Seat,
     runtime: Runtime[Context],
     chat_models: Mapping[str, BaseChatModel],
+    spec: MoASpec,
 ) -> tuple[AIMessage, float, float | None]:
     """One completion; returns the message, latency and time to first token (streamed only).
 
@@ -112,11 +113,14 @@ async def call_model(
     if ctx is not None and ctx.max_tokens is not None:
         kwargs["max_tokens"] = ctx.max_tokens
     answer = seat.node in ANSWER_NODES  # the answer (not a window synthesis)
-    if ctx is not None:  # top_p, seed...: those this model's provider takes (models/sampling)
-        kwargs.update(call_settings(ctx, model, answer))
-    if ctx is not None and answer:
-        if ctx.answer_max_tokens is not None:
+    # top_p, seed...: those this model's provider takes, the answer settings only where they
+    # reach (the answer; proposers too with request_sampling: all) (models/sampling)
+    sampled = reaches(spec, seat.role, answer)
+    if ctx is not None:
+        kwargs.update(call_settings(ctx, model, sampled))
+        if sampled and ctx.answer_max_tokens is not None:
             kwargs["max_tokens"] = ctx.answer_max_tokens
+    if ctx is not None and answer:
         if ctx.tools:
             chat = bind_answer_tools(chat, model, ctx.tools, ctx.tool_choice)
         if ctx.stop:
@@ -257,7 +261,7 @@ async def answer(
     messages, truncated = prepare_messages(state, model, spec, seat)
 
     async def call() -> tuple[AIMessage, float, float | None]:
-        work = call_model(model, messages, seat, runtime, chat_models)
+        work = call_model(model, messages, seat, runtime, chat_models, spec)
         if model.timeout:
             work = _bounded(work, model.timeout)
         try:

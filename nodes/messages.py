@@ -14,7 +14,7 @@ from langgraph_moa.errors import ContextOverflowError
 from langgraph_moa.graphs import names
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec
 from langgraph_moa.graphs.state import MoAState
-from langgraph_moa.models.sampling import ANSWER_FIELDS
+from langgraph_moa.models.sampling import ANSWER_FIELDS, reaches
 from langgraph_moa.nodes import budget
 from langgraph_moa.nodes.seat import Seat
 from langgraph_moa.nodes.tools import tool_turns_as_text
@@ -74,6 +74,8 @@ ANSWER_PARAMS = frozenset(
     {"tools", "tool_choice", "stop", "response_format", "answer_max_tokens", *ANSWER_FIELDS}
 )
 """Run parameters only the answer nodes (aggregator, fallback) are called with."""
+SAMPLING_PARAMS = frozenset({"answer_max_tokens", *ANSWER_FIELDS})
+"""Those of them that also reach the proposers of a ``request_sampling: all`` spec."""
 
 
 def cache_key(
@@ -96,7 +98,9 @@ def cache_key(
         called = [gate(state)] if gate is not None else []
         params = state.get("run_params") or {}
         if seat.node not in names.ANSWER_NODES:  # tools, stop: answer nodes only
-            params = {k: v for k, v in params.items() if k not in ANSWER_PARAMS}
+            sampled = reaches(spec, seat.role, False)  # request_sampling: all
+            unused = ANSWER_PARAMS - SAMPLING_PARAMS if sampled else ANSWER_PARAMS
+            params = {k: v for k, v in params.items() if k not in unused}
         return json.dumps([settings, prompt, params, *called])
 
     return key

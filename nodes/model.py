@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
@@ -22,7 +23,7 @@ from langgraph.types import Command
 
 from langgraph_moa.errors import ModelCallError, ModelTimeoutError
 from langgraph_moa.graphs.spec import MoASpec, ModelSpec
-from langgraph_moa.graphs.state import CallStatus, Context, MoAState
+from langgraph_moa.graphs.state import Call, CallStatus, Context, MoAState
 from langgraph_moa.nodes.call import answer, record, result
 from langgraph_moa.nodes.deadline import LayerClock, StragglerCut, layer_clock
 from langgraph_moa.nodes.failures import describe, retry_after, should_retry
@@ -47,6 +48,8 @@ def _clock(spec: MoASpec, seat: Seat, runtime: Runtime[Context]) -> LayerClock |
 _ATTEMPTS = "moa_attempts"
 """Attribute an attempt's exception carries to the error handler: how many attempts were made.
 (The handler runs as a task of its own and cannot see the failed task's attempt count.)"""
+_LATENCY = "moa_latency"
+"""...and how long that last attempt took, seconds (for the failed call's record)."""
 
 
 def _fresh(exc: object) -> bool:
@@ -55,10 +58,20 @@ def _fresh(exc: object) -> bool:
     return isinstance(exc, BaseException) and hasattr(exc, _ATTEMPTS)
 
 
-def _with_attempts(exc: BaseException, attempt: int) -> BaseException:
+def _with_attempts(exc: BaseException, attempt: int, latency: float = 0.0) -> BaseException:
     with contextlib.suppress(AttributeError):  # a few C exceptions take no attributes
         setattr(exc, _ATTEMPTS, attempt)
+        setattr(exc, _LATENCY, latency)
     return exc
+
+
+def _failed(
+    model: ModelSpec, seat: Seat, exc: BaseException, status: CallStatus, reason: str
+) -> Call:
+    """The record of a call that ended without an answer (its retries spent)."""
+    attempts = int(getattr(exc, _ATTEMPTS, 1))
+    latency = float(getattr(exc, _LATENCY, 0.0))
+    return record(model, seat, status, attempts=attempts, latency=latency, error=reason)
 
 
 NodeFunction = Callable[[MoAState, Runtime[Context]], Coroutine[Any, Any, dict[str, Any]]]
@@ -82,9 +95,10 @@ def model_node(
             emit(runtime, "call_cut", seat, model)
             if clock:
                 clock.report(False)
-            return _with_attempts(StragglerCut(), attempt)
+            return _with_attempts(StragglerCut(), attempt, time.perf_counter() - start)
 
         emit(runtime, "call_started", seat, model, attempt=attempt)
+        start = time.perf_counter()
         try:
             message, done = await answer(
                 state, model, spec, seat, runtime, clock, attempt, chat_models
@@ -94,7 +108,7 @@ def model_node(
         except Exception as exc:
             # Scrubbed before anyone sees it: LangGraph keeps the exception for the retry
             # decision, the error handler, checkpoint writes and the caller's traceback.
-            _with_attempts(scrub_exception(exc), attempt)
+            _with_attempts(scrub_exception(exc), attempt, time.perf_counter() - start)
             retry = should_retry(exc) and attempt < model.retry.max_attempts
             emit(
                 runtime,
@@ -176,13 +190,19 @@ def failure_handler(
             except Exception as again:
                 exc = again
         assert isinstance(exc, BaseException)
-        attempts = int(getattr(exc, _ATTEMPTS, 1))
         if isinstance(exc, StragglerCut):  # the layer went on without this one
-            cut = record(model, seat, "cut", attempts=attempts, error=describe(exc))
+            cut = _failed(model, seat, exc, "cut", describe(exc))
             return Command(goto=goto, update={"calls": [cut]})
         status: CallStatus = "timeout" if isinstance(exc, ModelTimeoutError) else "failed"
         reason = describe(exc)
-        emit(runtime, "call_failed", seat, model, error=reason, attempts=attempts)
+        emit(
+            runtime,
+            "call_failed",
+            seat,
+            model,
+            error=reason,
+            attempts=int(getattr(exc, _ATTEMPTS, 1)),
+        )
         fallback = model.fallback
         while fallback is not None:
             try:
@@ -201,14 +221,19 @@ def failure_handler(
                 if clock:
                     clock.report(True, done["latency_s"])
             return Command(goto=goto, update=result(seat, message, done, state, spec))
+        # One record for the seat (its fallbacks' failures named in its error), as when a
+        # fallback answers: the seat's call ended without an answer.
+        failed = _failed(model, seat, exc, status, reason)
         if seat.role == "aggregator":
+            # The run ends here: the record travels with the error (``partial``), so the
+            # faces' call and cost totals count the call that failed.
             failure = ModelCallError(str(model.name), reason, retryable=False)
             failure.partial = computed(state)
+            failure.partial["calls"] = [*(failure.partial.get("calls") or []), failed]
             raise failure from exc
         clock = _clock(spec, seat, runtime)
         if clock:
             clock.report(False)
-        failed = record(model, seat, status, attempts=attempts, error=reason)
         return Command(goto=goto, update={"calls": [failed]})
 
     return handle

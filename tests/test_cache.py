@@ -6,6 +6,7 @@ import json
 
 import pytest
 import yaml
+from langgraph.cache.memory import InMemoryCache
 
 from langgraph_moa.cache import (
     cache_entries,
@@ -139,3 +140,23 @@ async def test_web_ui_reuses_answers_for_a_cache_true_spec(model, server, tmp_pa
             response = await client.get(f"/ui/api/runs/{run_id}/events")
             assert "event: done" in response.text
             assert len(server.log()) == expected_calls
+
+
+@pytest.mark.parametrize(("scope", "recalled"), [("answer", ["agg"]), ("all", ["a", "b", "agg"])])
+async def test_the_answer_settings_key_the_calls_they_reach(model, server, scope, recalled):
+    """A changed top_p misses the cache for the calls it reaches only: the aggregator's, and
+    the proposers' too with ``request_sampling: all``."""
+    data = {
+        "layers": [[model("a", temperature=0), model("b", temperature=0)]],
+        "aggregator": model("agg", temperature=0),
+        "cache": True,
+        "request_sampling": scope,
+    }
+    graph = create_moa(data, cache=InMemoryCache())
+    question = {"messages": [("user", "Is 221 prime?")]}
+    await graph.ainvoke(question, context=Context(top_p=0.5))
+    server.reset()
+    await graph.ainvoke(question, context=Context(top_p=0.5))
+    assert server.log() == []
+    await graph.ainvoke(question, context=Context(top_p=0.25))
+    assert sorted(r["model"] for r in server.log()) == sorted(recalled)

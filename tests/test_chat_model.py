@@ -561,3 +561,20 @@ def test_sampling_parameters_reach_the_answer_and_bind_overrides_them(
     assert "dropped_params" not in ChatMoA(spec=spec(model)).invoke("hi").response_metadata["moa"]
     with pytest.raises(InvalidInputError, match=r"ChatMoA\.top_p: must be a number from 0 to 1"):
         ChatMoA(spec=spec(model), top_p=3)
+
+
+@pytest.mark.parametrize("scope", ["answer", "all"])
+def test_request_sampling_all_sends_the_parameters_to_the_proposers_too(
+    server: OpenAIServer, model: Any, scope: str
+) -> None:
+    """A spec's ``request_sampling``: ``answer`` (the default) keeps the proposers' own
+    settings, ``all`` sends them ChatMoA's top_p & co. and max_tokens as well."""
+    llm = ChatMoA(spec=spec(model, request_sampling=scope), top_p=0.5, frequency_penalty=0.5)
+    llm.invoke("hi", max_tokens=30, logit_bias={"12": 5})
+    sent = {r["model"]: {**r["params"], "max_tokens": r["max_tokens"]} for r in server.log()}
+    wanted = {"top_p": 0.5, "frequency_penalty": 0.5, "logit_bias": {"12": 5}, "max_tokens": 30}
+    assert {k: sent["agg"].get(k) for k in wanted} == wanted
+    for proposer in ("p1", "p2"):
+        got = {k: sent[proposer].get(k) for k in wanted}
+        own = {"top_p": None, "frequency_penalty": None, "logit_bias": None, "max_tokens": 512}
+        assert got == (wanted if scope == "all" else own)

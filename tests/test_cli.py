@@ -159,6 +159,9 @@ def test_failed_run_still_prints_what_was_computed(tmp_path):
     assert out.stderr.startswith("error: agg: HTTP 500")
     result = json.loads(out.stdout)
     assert result["references"] == ["a says: Q?"] and result["error"].startswith("agg:")
+    # the failed answer call is in the records and the totals (what the run paid for)
+    assert [(c["model"], c["status"]) for c in result["calls"]] == [("a", "ok"), ("agg", "failed")]
+    assert (result["totals"]["calls"], result["totals"]["failed"]) == (2, 1)
 
 
 def test_review_pause_then_resume_from_the_thread(tmp_path, server):

@@ -172,3 +172,25 @@ async def test_max_cost_checks_the_fallback_that_would_answer_a_failed_layer(mod
         await create_moa(data).ainvoke({"messages": [("user", "Q?")]})
     assert info.value.step == "fallback" and info.value.spent == 0
     assert {r["model"] for r in server.log()} == {"a"}
+
+
+@pytest.mark.parametrize(
+    ("scope", "step", "called"), [("answer", "aggregator", ["a"]), ("all", "layer_1", [])]
+)
+async def test_max_cost_prices_the_answers_limit_where_it_reaches(
+    model, server, scope, step, called
+):
+    """A run's answer_max_tokens bounds the proposers too under ``request_sampling: all``:
+    the guard prices them so and stops before the layer, not only before the aggregator."""
+    price = {"input": 1.0, "output": 1000.0}  # USD per 1M tokens: 0.001 per output token
+    spec = {
+        "layers": [[model("a", price=price, max_tokens=10)]],
+        "aggregator": model("agg", price=price, max_tokens=10),
+        "max_cost": 0.5,
+        "request_sampling": scope,
+    }
+    with pytest.raises(CostLimitError, match=step):
+        await create_moa(spec).ainvoke(
+            {"messages": [("user", "Is 221 prime?")]}, context=Context(answer_max_tokens=1000)
+        )
+    assert [r["model"] for r in server.log()] == called

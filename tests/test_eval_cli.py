@@ -433,8 +433,9 @@ def test_calls_repeated_by_a_resume_are_counted(tmp_path, srv, capsys) -> None:
     header, records, journal = read_all(out)
     s = summarize(header, records, journal)
     paid = len(srv.log("p1")) + len(srv.log("p2")) + len(srv.log("agg")) + len(srv.log("judge"))
-    assert s["repeated"]["calls"] == 2  # the failed attempt's two proposers (tokens, cost)
-    assert s["repeated"]["cost_usd"] > 0 and first == 3
+    # the failed attempt's two proposers (tokens, cost) and its failed aggregator call
+    assert s["repeated"]["calls"] == 3 == first
+    assert s["repeated"]["cost_usd"] > 0
     assert s["all_calls"]["calls"] == s["moa"]["calls"] + 2 + s["repeated"]["calls"]
     assert s["all_calls"]["calls"] <= paid and first >= 2
     assert f"repeated by resume    {s['repeated']['calls']} calls" in printed

@@ -213,3 +213,81 @@ async def test_a_thousand_runs_leave_nothing_behind():
     assert not hasattr(__import__("langgraph_moa.nodes.model").nodes.model, "_attempts")
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
     assert all(len(models) <= factory.MAX_MODELS for models in factory._models.values())
+
+
+# -------------------------------------------------- an answer call that ends without an answer
+
+PRICE = {"input": 1.0, "output": 2.0}
+
+
+async def test_a_failed_answer_call_is_recorded_and_counted(server: Any, model: Any) -> None:
+    """The aggregator's HTTP 500 after its retries ends the run; its call travels with the
+    error as a ``failed`` record (attempts, latency, reason), so every face's call and cost
+    totals (``moa --json``, ``moa eval``'s journal) count it."""
+    from langgraph_moa.costs import run_totals
+    from langgraph_moa.errors import ModelCallError
+    from langgraph_moa.eval.answer import moa_answer
+    from langgraph_moa.testing import Behavior
+
+    server.set_behavior("agg", Behavior(always_status=500, error_latency=0.05))
+    spec = {
+        "layers": [[model("a", price=PRICE), model("b", price=PRICE)]],
+        "aggregator": model("agg", price=PRICE),
+    }
+    with pytest.raises(ModelCallError) as info:
+        await create_moa(spec).ainvoke({"messages": [("user", "Q")]})
+    calls = info.value.partial["calls"]
+    assert [(c["model"], c["status"]) for c in calls] == [
+        ("a", "ok"),
+        ("b", "ok"),
+        ("agg", "failed"),
+    ]
+    agg = calls[-1]
+    assert agg["attempts"] == 3 == len(server.log("agg"))
+    assert agg["error"].startswith("HTTP 500") and agg["node"] == "aggregator"
+    assert agg["latency_s"] >= 0.05  # the last attempt's wall time
+    assert (agg["input_tokens"], agg["output_tokens"], agg["cost_usd"]) == (0, 0, 0.0)
+    totals = run_totals(calls)
+    assert (totals["calls"], totals["failed"]) == (3, 1)
+    assert totals["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in calls[:2]))
+
+    # moa eval: the journal (what the summary's totals are made of) gets it exactly once
+    journal: list[dict[str, Any]] = []
+    result = await moa_answer(create_moa(spec), [("user", "Q")], journal=journal.extend)
+    assert result["answer"] is None and "agg" in result["error"]
+    assert [(c["model"], c["status"]) for c in journal] == [
+        ("a", "ok"),
+        ("b", "ok"),
+        ("agg", "failed"),
+    ]
+
+
+async def test_a_seat_has_one_record_whether_its_fallback_answers_or_fails(
+    server: Any, model: Any
+) -> None:
+    """No double count: a fallback that answers replaces the seat's record; one that fails
+    too leaves one ``failed`` record naming both (as a proposer's seat does)."""
+    from langgraph_moa.errors import ModelCallError
+    from langgraph_moa.testing import Behavior
+
+    server.set_behavior("agg", Behavior(always_status=500))
+    spec = {"layers": [[model("a")]], "aggregator": model("agg", fallback=model("fb"))}
+    out = await create_moa(spec).ainvoke({"messages": [("user", "Q")]})
+    assert [(c["model"], c["status"]) for c in out["calls"]] == [("a", "ok"), ("fb", "fallback")]
+
+    server.set_behavior("fb", Behavior(always_status=503))
+    with pytest.raises(ModelCallError) as info:
+        await create_moa(spec).ainvoke({"messages": [("user", "Q")]})
+    calls = info.value.partial["calls"]
+    assert [(c["model"], c["status"]) for c in calls] == [("a", "ok"), ("agg", "failed")]
+    assert "HTTP 500" in calls[-1]["error"] and "fallback fb: HTTP 503" in calls[-1]["error"]
+
+    # a failed layer answered by the aggregator's fallback node, which fails as well
+    server.set_behavior("a", Behavior(always_status=500))
+    with pytest.raises(ModelCallError) as info:
+        await create_moa(spec).ainvoke({"messages": [("user", "Q")]})
+    calls = info.value.partial["calls"]
+    assert [(c["node"], c["model"], c["status"]) for c in calls] == [
+        ("layer_1/a", "a", "failed"),
+        ("fallback", "fb", "failed"),
+    ]

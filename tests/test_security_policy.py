@@ -66,6 +66,8 @@ def test_default_policy_runs_registered_names_only():
         ({"max_tokens": 0}, r"context\.max_tokens"),
         ({"max_tokens": 1.5}, r"context\.max_tokens"),
         ({"max_tokens": 10**9}, r"context\.max_tokens"),
+        ({"answer_max_tokens": 10**5}, r"context\.answer_max_tokens: .* 1 to 4096"),
+        ({"answer_max_tokens": True}, r"context\.answer_max_tokens"),
         ({"tools": [{"type": "function"}]}, r"context\.tools\[0\]"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}] * 200}, r"context\.tools"),
         ({"tools": "f"}, r"context\.tools"),

@@ -426,6 +426,40 @@ def test_upstream_failure_is_a_502_naming_the_models(
     assert httpx.get(f"{served.url}/health").status_code == 200
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failed_answer_is_in_the_moa_calls_of_the_502(
+    served: Served, upstream: OpenAIServer, stream: bool
+) -> None:
+    """The aggregator fails after its retries: a client that asked for ``moa.calls`` gets
+    what the run did, the failed call included (what it paid for), with the error."""
+    upstream.set_behavior("agg", Behavior(always_status=500))
+    body: dict[str, Any] = {"model": "tiny", "messages": [{"role": "user", "content": "q"}]}
+    try:
+        asked = httpx.post(
+            f"{served.url}/v1/chat/completions",
+            json={**body, "stream": stream, "moa": {"include": ["calls"]}},
+            timeout=30,
+        )
+        plain = httpx.post(f"{served.url}/v1/chat/completions", json=body, timeout=30)
+    finally:
+        upstream.set_behavior("agg", Behavior(latency=0.02))
+    if stream:
+        events = [line[6:] for line in asked.text.splitlines() if line.startswith("data: {")]
+        out = json.loads(events[-1])
+    else:
+        assert asked.status_code == 502
+        out = asked.json()
+    assert out["error"]["code"] == "upstream_failed"
+    calls = out["moa"]["calls"]
+    assert [(c["model"], c["status"]) for c in calls] == [
+        ("a", "ok"),
+        ("b", "ok"),
+        ("agg", "failed"),
+    ]
+    assert calls[-1]["attempts"] == 1 and calls[-1]["error"].startswith("HTTP 500")
+    assert plain.status_code == 502 and "moa" not in plain.json()  # not asked: not sent
+
+
 def test_sixty_four_concurrent_clients_each_get_their_own_answer(served: Served) -> None:
     async def main() -> list[str]:
         async with openai.AsyncOpenAI(

@@ -44,7 +44,12 @@ def served(upstream: OpenAIServer) -> Iterator[Served]:
         "name": "o3-mini",
         "model": "openai:o3-mini",
     }
-    specs = {"tiny": parse_spec(_spec(upstream.base_url)), "thinker": parse_spec(reasoning)}
+    everyone = {**_spec(upstream.base_url, "everyone"), "request_sampling": "all"}
+    specs = {
+        "tiny": parse_spec(_spec(upstream.base_url)),
+        "thinker": parse_spec(reasoning),
+        "everyone": parse_spec(everyone),
+    }
     with Served(create_app(specs, include_ui=False)) as s:
         yield s
 
@@ -87,6 +92,39 @@ def test_sampling_fields_reach_the_answer_and_seed_every_model(
         )
         assert sent[proposer]["max_tokens"] == 512  # the spec's own, not the answer's 3
     assert "moa" not in (out.model_extra or {})  # nothing dropped: no report
+
+
+@pytest.mark.parametrize("served_model", ["tiny", "everyone"])
+def test_a_spec_opts_its_proposers_in_with_request_sampling_all(
+    client: openai.OpenAI, upstream: OpenAIServer, served_model: str
+) -> None:
+    """``request_sampling: all`` ("everyone"): the proposers are sent the request's sampling
+    fields and max_tokens too, and their dropped settings are reported; the default
+    ("tiny", ``answer``) keeps the proposers' own. stop and tools stay the answer's."""
+    out = client.chat.completions.create(
+        model=served_model,
+        messages=Q,
+        max_tokens=40,
+        reasoning_effort="low",
+        stop=["zzz"],
+        **SAMPLING,  # type: ignore[arg-type]
+    )
+    sent, stops = _sent(upstream), {r["model"]: r["stop"] for r in upstream.log()}
+    opted_in = served_model == "everyone"
+    assert {k: sent["agg"].get(k) for k in SAMPLING} == SAMPLING
+    assert sent["agg"]["max_tokens"] == 40 and stops["agg"] == ["zzz"]
+    for proposer in ("a", "b"):
+        fields = {k: sent[proposer].get(k) for k in SAMPLING}
+        if opted_in:
+            assert fields == SAMPLING and sent[proposer]["max_tokens"] == 40
+        else:
+            assert fields == {k: (7 if k == "seed" else None) for k in SAMPLING}
+            assert sent[proposer]["max_tokens"] == 512
+        assert stops[proposer] is None and "reasoning_effort" not in sent[proposer]
+    dropped = {"agg": ["reasoning_effort"]}
+    if opted_in:  # the proposers would have been sent it too: reported for them as well
+        dropped = {"a": ["reasoning_effort"], "b": ["reasoning_effort"], **dropped}
+    assert (out.model_extra or {})["moa"] == {"dropped_params": dropped}
 
 
 def test_a_setting_a_provider_cannot_take_is_dropped_and_reported(

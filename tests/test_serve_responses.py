@@ -214,3 +214,30 @@ def test_a_failed_mixture(client: openai.OpenAI, upstream: OpenAIServer, stream:
         upstream.set_behavior("agg", None)
     assert "upstream model agg failed" in str(failed.value)
     assert [r["model"] for r in upstream.log()].count("agg") == 1  # never replayed
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failed_mixture_reports_its_calls_when_asked(
+    served: Served, upstream: OpenAIServer, stream: bool
+) -> None:
+    """``moa.include: ["calls"]``: the error (the 502's body, the stream's ``error`` event)
+    carries every call the run made, the failed aggregator's included."""
+    upstream.set_behavior("agg", Behavior(always_status=500))
+    body = {"model": "tiny", "input": "hi", "stream": stream, "moa": {"include": ["calls"]}}
+    try:
+        r = httpx.post(f"{served.url}/v1/responses", json=body, timeout=30)
+    finally:
+        upstream.set_behavior("agg", None)
+    if stream:
+        events = [json.loads(x[6:]) for x in r.text.splitlines() if x.startswith("data: {")]
+        out = events[-1]
+        assert out["type"] == "error"
+    else:
+        assert r.status_code == 502
+        out = r.json()
+    calls = out["moa"]["calls"]
+    assert [(c["model"], c["status"]) for c in calls] == [
+        ("a", "ok"),
+        ("b", "ok"),
+        ("agg", "failed"),
+    ]

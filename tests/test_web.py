@@ -209,10 +209,11 @@ async def test_a_failed_run_is_an_error_event_with_what_was_computed(
     assert name == "error"
     assert "broken" in error["message"] and "HTTP 503" in error["message"]
     assert error["partial"]["answers"] == {"layer_1/alpha": "alpha says: Hi?"}
-    # The failed aggregator wrote no call record (its failure ends the run): still counted.
+    # alpha's answer and the aggregator's failed call (it was paid for): both counted
     assert (error["summary"]["calls"], error["summary"]["failed"]) == (2, 1)
     failed = error["partial"]["calls"][-1]
     assert (failed["node"], failed["model"], failed["status"]) == ("aggregator", "broken", "failed")
+    assert [c["status"] for c in error["partial"]["calls"]] == ["ok", "failed"]
 
     # The conversation goes on after a failed turn, which stays on record as unfinished.
     thread = events[0][1]["thread_id"]

@@ -8,7 +8,8 @@ A run (``Context``: a ``moa serve`` request's fields, ``ChatMoA``'s parameters) 
   and ``answer_max_tokens``: the **answer** only (the aggregator and its fallbacks). They
   shape the text the client reads; the references are the mixture's own working, written
   with the settings their spec chose (and ``logit_bias`` token ids mean something only to
-  the model whose tokenizer they come from).
+  the model whose tokenizer they come from). A spec opts its proposers in with
+  ``request_sampling: all`` (``reaches``); rankers and judges never get them.
 * ``seed``: **every** model: an answer is reproducible only if its references are.
 
 A setting a model's provider cannot take is dropped for that model (never a failed call):
@@ -58,6 +59,14 @@ def takes(model: ModelSpec, name: str, value: Any) -> bool:
     return True
 
 
+def reaches(spec: MoASpec, role: str, answer: bool) -> bool:
+    """Whether a call in a seat of ``role`` (``answer``: an answer node) gets the run's
+    answer settings: the answer always; proposers and Self-MoA-Seq windows (role
+    ``aggregator`` outside the answer nodes) when the spec says ``request_sampling: all``;
+    rankers and judges never."""
+    return answer or (spec.request_sampling == "all" and role in ("proposer", "aggregator"))
+
+
 def _settings(run: Any, answer: bool) -> Iterator[tuple[str, Any]]:
     for name in (*ANSWER_FIELDS, *EVERY_MODEL_FIELDS) if answer else EVERY_MODEL_FIELDS:
         value = getattr(run, name, None)
@@ -66,23 +75,32 @@ def _settings(run: Any, answer: bool) -> Iterator[tuple[str, Any]]:
 
 
 def call_settings(run: Any, model: ModelSpec, answer: bool) -> dict[str, Any]:
-    """The run's sampling settings for one call of ``model`` (an answer model or not), as
-    chat-model keywords, without those its provider cannot take."""
+    """The run's sampling settings for one call of ``model`` (``answer``: a call the answer
+    settings reach, see ``reaches``), as chat-model keywords, without those its provider
+    cannot take."""
     return {name: value for name, value in _settings(run, answer) if takes(model, name, value)}
 
 
-def _answer_models(spec: MoASpec) -> Iterator[ModelSpec]:
-    model: ModelSpec | None = spec.aggregator
+def _chain(root: ModelSpec) -> Iterator[ModelSpec]:
+    model: ModelSpec | None = root
     while model is not None:
         yield model
         model = model.fallback
+
+
+def _reached_models(spec: MoASpec) -> set[str]:
+    """Names of the models the run's answer settings reach (``reaches``)."""
+    roots = [spec.aggregator]
+    if spec.request_sampling == "all":
+        roots += [m for layer in spec.layers for m in layer]
+    return {str(m.name) for root in roots for m in _chain(root)}
 
 
 def dropped(spec: MoASpec, run: Any) -> dict[str, list[str]]:
     """Model name -> the run's settings that model will not get (its provider cannot take
     them): what a server reports beside the answer."""
     out: dict[str, list[str]] = {}
-    answer = {str(m.name) for m in _answer_models(spec)}
+    answer = _reached_models(spec)
     for model in spec.models():
         name = str(model.name)
         for field, value in _settings(run, name in answer):

@@ -139,6 +139,18 @@ def _map_run_error(exc: BaseException) -> oa.APIError:
     return oa.APIError(500, "internal error", etype="server_error", headers=NO_RETRY)
 
 
+def _run_failed(exc: BaseException, run: Run) -> oa.APIError:
+    """``_map_run_error``, with the ``moa`` extension the request asked for (``moa.include``)
+    made of what the run computed before it failed (``MoAError.partial``): its ``calls``
+    hold the failed call too, so a client counts every call it paid for."""
+    error = _map_run_error(exc)
+    include = run.request.moa.include if run.request.moa else []
+    partial = getattr(exc, "partial", None)
+    if include and isinstance(partial, dict):
+        error.moa = oa.extension(partial, include, run.dropped)
+    return error
+
+
 def create_app(
     specs: Mapping[str, MoASpec],
     *,
@@ -303,7 +315,7 @@ def create_app(
             except ClientGone:
                 return Response(status_code=CLIENT_GONE)
             except Exception as exc:
-                return _error(_map_run_error(exc))
+                return _error(_run_failed(exc, run))
             return JSONResponse(oa.completion(cid, req.model, out, include, run.dropped))
         with_usage = bool((req.stream_options or {}).get("include_usage"))
         return StreamingResponse(
@@ -332,11 +344,11 @@ def create_app(
             except ClientGone:
                 return Response(status_code=CLIENT_GONE)
             except Exception as exc:
-                return _error(_map_run_error(exc))
+                return _error(_run_failed(exc, run))
             return JSONResponse(rs.response(rid, body, run.request.model, out, run.dropped))
         events = rs.stream(rid, body, run.request.model, answer_events(run, running), run.dropped)
         return StreamingResponse(
-            stream_unless_disconnected(request, _errors_as_events(events)),
+            stream_unless_disconnected(request, _errors_as_events(events, run)),
             media_type="text/event-stream",
         )
 
@@ -385,13 +397,13 @@ async def answer_events(run: Run, running: asyncio.Semaphore) -> AsyncIterator[t
         yield "final", final
 
 
-async def _errors_as_events(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _errors_as_events(events: AsyncIterator[bytes], run: Run) -> AsyncIterator[bytes]:
     """A renderer's events; a failed run's error as one last OpenAI-shaped error event."""
     try:
         async for event in events:
             yield event
     except Exception as exc:
-        yield _sse({"type": "error", **_map_run_error(exc).body()})
+        yield _sse({"type": "error", **_run_failed(exc, run).body()})
 
 
 async def _stream(
@@ -416,7 +428,7 @@ async def _stream(
             else:
                 yield _sse(oa.chunk(cid, model, {"content": data}))
     except Exception as exc:
-        yield _sse(_map_run_error(exc).body())
+        yield _sse(_run_failed(exc, run).body())
         yield b"data: [DONE]\n\n"
         return
     last = oa.chunk(cid, model, {}, finish_reason=finish_reason(answer_message(final)))

@@ -5,10 +5,11 @@ A request names a served spec as its ``model`` and may set the per-run settings 
 ``Context`` has: ``temperature`` and ``seed`` reach every model; ``max_tokens`` /
 ``max_completion_tokens``, ``top_p``, the penalties, ``logit_bias``, ``reasoning_effort``,
 ``stop``, ``tools``, ``tool_choice`` and ``response_format`` reach the answer models only (the
-aggregator and its fallbacks), as with ``ChatMoA``; a model whose provider cannot take a
-setting runs without it and the response says so (``moa.dropped_params``). A request can
-never change a served spec's topology or endpoints. Fields we do not implement are refused by
-name, not ignored (docs/guides/serve.md has the table).
+aggregator and its fallbacks), as with ``ChatMoA`` (a ``request_sampling: all`` spec sends
+the sampling ones, not stop/tools/format, to its proposers too); a model whose provider
+cannot take a setting runs without it and the response says so (``moa.dropped_params``). A
+request can never change a served spec's topology or endpoints. Fields we do not implement
+are refused by name, not ignored (docs/guides/serve.md has the table).
 """
 
 from __future__ import annotations
@@ -82,9 +83,11 @@ class APIError(Exception):
             code,
         )
         self.headers = headers or {}
+        self.moa: dict[str, Any] | None = None
+        """A failed run's ``moa`` extension (what it did before it failed), if asked for."""
 
     def body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "error": {
                 "message": self.message,
                 "type": self.etype,
@@ -92,6 +95,9 @@ class APIError(Exception):
                 "code": self.code,
             }
         }
+        if self.moa is not None:
+            body["moa"] = self.moa
+        return body
 
 
 MOA_INCLUDE = ("references", "calls", "rankings", "stop_checks", "early_stop")

@@ -213,36 +213,6 @@ def _updates(chunk: Mapping[str, Any], seen: dict[str, Any]) -> Iterable[Event]:
             yield "final", {"node": node.removeprefix("__error_handler__"), "text": answer}
 
 
-def unrecorded_failures(
-    failed: Mapping[str, Mapping[str, Any]], calls: Iterable[Mapping[str, Any]]
-) -> list[dict[str, Any]]:
-    """Call records for calls that failed for good but wrote none (the aggregator without a
-    fallback raises: its failure ends the run before any record is written), from their
-    ``call_failed`` progress events, so the summary counts them. Marked ``unrecorded``."""
-    recorded = {c["node"] for c in calls}
-    return [
-        {
-            "node": node,
-            "model": event.get("model"),
-            "model_id": None,
-            "layer": event.get("layer"),
-            "role": event.get("role"),
-            "status": "failed",
-            "attempts": event.get("attempts", 1),
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "latency_s": 0.0,
-            "ttft_s": None,
-            "error": event.get("error"),
-            "truncated": 0,
-            "cost_usd": 0.0,
-            "unrecorded": True,
-        }
-        for node, event in failed.items()
-        if node not in recorded
-    ]
-
-
 def _token(chunk: Any) -> Event | None:
     message, meta = chunk
     text = getattr(message, "text", "")
@@ -277,7 +247,6 @@ async def run_events(
     began = time.perf_counter()
     final: dict[str, Any] = {}
     seen: dict[str, Any] = {"answers": {}, "calls": [], "layout": start.get("layout")}
-    failed: dict[str, Mapping[str, Any]] = {}  # node -> its call_failed event
     modes: list[StreamMode] = ["custom", "messages", "updates", "values"]
     stream = cast(  # astream is an async generator; its annotation says only AsyncIterator
         AsyncGenerator[tuple[str, Any], None],
@@ -297,8 +266,6 @@ async def run_events(
         async with aclosing(stream):
             async for mode, chunk in stream:
                 if mode == "custom" and isinstance(chunk, Mapping):
-                    if chunk.get("event") == "call_failed" and chunk.get("node"):
-                        failed[str(chunk["node"])] = chunk
                     yield "progress", dict(chunk)
                 elif mode == "messages":
                     if token := _token(chunk):
@@ -314,7 +281,6 @@ async def run_events(
             message = "a model of this spec is not configured on the server"
         partial = getattr(exc, "partial", None) or {}
         calls = list(partial.get("calls") or final.get("calls") or seen["calls"])
-        calls += unrecorded_failures(failed, calls)
         shown = {k: partial.get(k) for k in ("answers", "references")}
         yield (
             "error",

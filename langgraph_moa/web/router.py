@@ -176,12 +176,15 @@ def ui_router(
         status = {"done": "done", "review": "paused", "cancelled": "cancelled"}.get(name, "failed")
         error = data.get("message") if status == "failed" else None
         calls = (data.get("partial") or {}).get("calls") or []
-        unrecorded = [c for c in calls if isinstance(c, dict) and c.get("unrecorded")]
         try:
             turns = await thread_turns(graphs(s), thread_id)
             if turns:
+                # A call whose failure ended the run (the aggregator without a fallback) is
+                # in the error's partial calls but in no checkpoint: kept with the turn.
+                saved = {c.get("node") for c in turns[-1].get("calls") or []}
+                unsaved = [c for c in calls if isinstance(c, dict) and c.get("node") not in saved]
                 key = turns[-1]["key"]
-                await store.record_turn(s, thread_id, key, status, error, unrecorded)
+                await store.record_turn(s, thread_id, key, status, error, unsaved)
         except Exception as exc:  # the run ended all the same; its turn reads as unfinished
             log.error(
                 "thread %s: could not record how a turn ended: %s", thread_id, scrub(str(exc))
