@@ -1342,3 +1342,71 @@ async def test_moa_serve_serves_the_page_at_root(
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+async def test_with_tokens_the_page_asks_for_one_and_each_token_sees_its_own_conversations(
+    browser: Any, served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20 item 8 on the page: ``moa serve --api-key-env`` with one token per client. The
+    page asks for the token at the first 401, keeps it in this browser (no second question
+    after a reload), sends it on every request (the run's event stream and the export too);
+    another token's client sees none of these conversations."""
+    from langgraph_moa.serve import create_app
+
+    monkeypatch.setenv("MOA_TEST_PAGE_TOKENS", "alice-token-0001,bob-token-0002")
+    url = served.models.base_url
+    spec = parse_spec(
+        {
+            "name": "served",
+            "layers": [[_model(url, "alpha"), _model(url, "beta")]],
+            "aggregator": _model(url, "judge"),
+        }
+    )
+    app = create_app(
+        {"served": spec}, api_key_env="MOA_TEST_PAGE_TOKENS", db_path=tmp_path / "t.sqlite"
+    )
+    server, thread, root = serve(app)
+
+    async def opened(token: str) -> tuple[Page, list[str]]:
+        asked: list[str] = []
+        page = Page()
+        page.context = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page.page = await page.context.new_page()
+        page.page.set_default_timeout(TIMEOUT_MS)
+        page.errors = []
+        page.page.on("pageerror", lambda e: page.errors.append(str(e)))
+
+        async def answer(dialog: Any) -> None:
+            asked.append(dialog.message)
+            await dialog.accept(token)
+
+        page.page.on("dialog", answer)
+        await page.page.goto(root)
+        await page.page.wait_for_selector("#spec option", state="attached")
+        return page, asked
+
+    try:
+        alice, asked = await opened("alice-token-0001")
+        assert len(asked) == 1 and "token" in asked[0]
+        turn = await alice.ask("Alice asks?")
+        assert "The proposers agree" in await turn.locator(".final .markdown").inner_text()
+        await alice.page.reload()
+        await alice.page.wait_for_selector("#spec option", state="attached")
+        assert len(asked) == 1  # kept: not asked again
+        await alice.page.wait_for_selector("#thread-list button", state="attached")
+        assert "Alice asks?" in await alice.page.locator("#thread-list").inner_text()
+        await alice.page.locator("#thread-list button", has_text="Alice asks?").first.click()
+        async with alice.page.expect_download() as download:
+            await alice.page.locator("#export-md").click()
+        saved = await (await download.value).path()
+        assert "Alice asks?" in Path(saved).read_text(encoding="utf-8")
+
+        bob, _ = await opened("bob-token-0002")
+        await bob.page.wait_for_timeout(500)  # the list has loaded (empty)
+        assert "Alice asks?" not in await bob.page.locator("#thread-list").inner_text()
+        assert alice.errors == [] and bob.errors == []
+        await alice.close()
+        await bob.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)

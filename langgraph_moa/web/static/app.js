@@ -68,10 +68,32 @@ function unreachable() {
   return `Cannot reach the server at ${location.host}: is moa serve (or moa ui) still running?`;
 }
 
+/* `moa serve --api-key-env`: the page's API asks for a bearer token (each token has its own
+ * conversations). Asked for on the first 401, kept in this browser, sent on every request. */
+const TOKEN_KEY = "moa-token";
+
+function withToken(options = {}) {
+  const token = localStorage.getItem(TOKEN_KEY);
+  if (!token) return options;
+  return { ...options, headers: { ...(options.headers || {}), Authorization: `Bearer ${token}` } };
+}
+
+async function authorizedFetch(url, options = {}) {
+  let response = await fetch(url, withToken(options));
+  if (response.status === 401) {
+    const token = window.prompt("This server asks for an access token (moa serve --api-key-env):");
+    if (token && token.trim()) {
+      localStorage.setItem(TOKEN_KEY, token.trim());
+      response = await fetch(url, withToken(options));
+    }
+  }
+  return response;
+}
+
 async function api(url, options) {
   let response;
   try {
-    response = await fetch(url, options);
+    response = await authorizedFetch(url, options);
   } catch (e) {
     if (e.name === "AbortError") throw e;
     throw new Error(unreachable());
@@ -860,6 +882,24 @@ function setBusy(busy) {
   updateJump();
 }
 
+/* A plain download link cannot carry the token: with one, fetch the export and save it. */
+async function exportWithToken(event) {
+  if (!localStorage.getItem(TOKEN_KEY)) return;  // the link downloads it as it is
+  event.preventDefault();
+  const link = event.currentTarget;
+  try {
+    const response = await api(link.href);
+    const name = (response.headers.get("Content-Disposition") || "").match(/filename="?([^";]+)/);
+    const save = document.createElement("a");
+    save.href = URL.createObjectURL(await response.blob());
+    save.download = name ? name[1] : "conversation";
+    save.click();
+    setTimeout(() => URL.revokeObjectURL(save.href), 10_000);
+  } catch (e) {
+    notice(`Export failed: ${e.message}`);
+  }
+}
+
 function setThread(id) {
   state.thread = id;
   if (id) history.replaceState(null, "", `#thread=${encodeURIComponent(id)}`);
@@ -942,7 +982,7 @@ async function attach(runId, turn, after) {
   while (!live.ended && state.live === live) {
     try {
       const headers = live.seq >= 0 ? { "Last-Event-ID": String(live.seq) } : {};
-      const response = await fetch(`ui/api/runs/${encodeURIComponent(runId)}/events`, {
+      const response = await authorizedFetch(`ui/api/runs/${encodeURIComponent(runId)}/events`, {
         headers, signal: live.controller.signal,
       });
       if (response.status === 404) {  // the run is over and forgotten: the thread has it
@@ -1307,6 +1347,7 @@ async function main() {
   $("new-thread").addEventListener("click", newThread);
   $("rename").addEventListener("click", rename);
   $("delete").addEventListener("click", deleteThread);
+  for (const id of ["export-md", "export-json"]) $(id).addEventListener("click", exportWithToken);
   $("jump").addEventListener("click", jumpToLatest);
   let searching = null;
   $("thread-search").addEventListener("input", () => {
