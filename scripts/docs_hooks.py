@@ -240,7 +240,7 @@ def presets_table() -> str:
 
 
 def mermaid_block(preset: str) -> str:
-    from langgraph_moa.cli import mermaid
+    from langgraph_moa.graphs.drawing import mermaid
     from langgraph_moa.graphs.spec import load_preset
 
     return f"```mermaid\n{mermaid(load_preset(preset)).strip()}\n```"

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,32 +64,36 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
-@pytest.fixture(scope="module")
-def dev_server(tmp_path_factory) -> Iterator[DevServer]:
+QUIET = {
+    "LANGSMITH_TRACING": "false",
+    "LANGCHAIN_TRACING_V2": "false",
+    "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+"""Offline: no tracing, no analytics; logs unbuffered (read on failure)."""
+
+
+@contextmanager
+def start_dev(
+    env: dict[str, str], log: Path, config: str | Path = "langgraph.json"
+) -> Iterator[DevServer]:
+    """``langgraph dev`` on a free loopback port with ``env`` (the whole environment) and
+    ``config``, run from the repo (graph paths in langgraph.json are relative to it), ready
+    (``/ok``) when entered; its process group is stopped on exit. Skips the test when the
+    LangGraph CLI is missing."""
     exe = shutil.which("langgraph", path=str(Path(sys.executable).parent)) or shutil.which(
         "langgraph"
     )
     if exe is None:
         pytest.skip("langgraph CLI not installed (pip install 'langgraph-cli[inmem]')")
     port = free_port()
-    log = tmp_path_factory.mktemp("langgraph-dev") / "server.log"
-    env = {
-        **os.environ,
-        "LANGSMITH_TRACING": "false",
-        "LANGCHAIN_TRACING_V2": "false",
-        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-        "PYTHONUNBUFFERED": "1",
-        # The operator's run policy: whole client specs, aimed only at local test servers.
-        "MOA_TRUST_RUN_SPECS": "1",
-        "MOA_RUN_BASE_URLS": "http://127.0.0.1:*",
-    }
     cmd = [exe, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--config", "langgraph.json"]
+    cmd += ["--port", str(port), "--config", str(config)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd,
-            cwd=ROOT,  # graph paths in langgraph.json are relative to it
-            env=env,
+            cwd=ROOT,
+            env={**env, **QUIET},
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -112,6 +117,19 @@ def dev_server(tmp_path_factory) -> Iterator[DevServer]:
         yield server
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory) -> Iterator[DevServer]:
+    log = tmp_path_factory.mktemp("langgraph-dev") / "server.log"
+    env = {
+        **os.environ,
+        # The operator's run policy: whole client specs, aimed only at local test servers.
+        "MOA_TRUST_RUN_SPECS": "1",
+        "MOA_RUN_BASE_URLS": "http://127.0.0.1:*",
+    }
+    with start_dev(env, log) as server:
+        yield server
 
 
 @pytest.fixture

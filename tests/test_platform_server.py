@@ -12,18 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from test_langgraph_dev import ROOT, STARTUP_TIMEOUT, DevServer, _stop, free_port
+from test_langgraph_dev import ROOT, DevServer, free_port, start_dev
 
 from langgraph_moa.testing import Behavior, OpenAIServer
 
@@ -84,11 +78,6 @@ auth.on.assistants.update(refuse_invalid_assistant)
 
 @pytest.fixture(scope="module")
 def dev(upstream: OpenAIServer, tmp_path_factory) -> Iterator[DevServer]:
-    exe = shutil.which("langgraph", path=str(Path(sys.executable).parent)) or shutil.which(
-        "langgraph"
-    )
-    if exe is None:
-        pytest.skip("langgraph CLI not installed (pip install 'langgraph-cli[inmem]')")
     folder = tmp_path_factory.mktemp("platform-server")
     team = folder / "team_review.yaml"
     team.write_text(yaml.safe_dump(spec(upstream, review=True)))
@@ -100,48 +89,15 @@ def dev(upstream: OpenAIServer, tmp_path_factory) -> Iterator[DevServer]:
     config["dependencies"] = [str(ROOT)]
     config["auth"] = {"path": str(folder / "auth.py") + ":auth"}
     (folder / "langgraph.json").write_text(json.dumps(config))
-    port = free_port()
     log = folder / "server.log"
     env = {
         **{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
-        "LANGSMITH_TRACING": "false",
-        "LANGCHAIN_TRACING_V2": "false",
-        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-        "PYTHONUNBUFFERED": "1",
         "MOA_SPECS": str(team),
         "MOA_TRUST_RUN_SPECS": "1",
         "MOA_RUN_BASE_URLS": "http://127.0.0.1:*",
     }
-    cmd = [exe, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--config", str(folder / "langgraph.json")]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    server = DevServer(f"http://127.0.0.1:{port}", log, proc)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"langgraph dev exited ({proc.returncode}):\n{server.log_text()}")
-            try:
-                with urllib.request.urlopen(server.url + "/ok", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"langgraph dev not ready in {STARTUP_TIMEOUT}s:\n{server.log_text()}")
-            time.sleep(0.25)
+    with start_dev(env, log, folder / "langgraph.json") as server:
         yield server
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture

@@ -13,18 +13,13 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from test_langgraph_dev import ROOT, STARTUP_TIMEOUT, DevServer, _stop, free_port
+from test_langgraph_dev import DevServer, start_dev
 
 from langgraph_moa.testing import ServerProcess
 
@@ -78,10 +73,6 @@ def echo_upstream() -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def canary_server(tmp_path_factory, echo_upstream) -> Iterator[DevServer]:
-    exe = shutil.which("langgraph", path=str(Path(sys.executable).parent))
-    if exe is None:
-        pytest.skip("langgraph CLI not installed (pip install 'langgraph-cli[inmem]')")
-    port = free_port()
     folder = tmp_path_factory.mktemp("langgraph-dev-canary")
     log = folder / "server.log"
     # The operator's own spec (trusted, registered by name): its key goes to the echoing upstream.
@@ -97,38 +88,12 @@ def canary_server(tmp_path_factory, echo_upstream) -> Iterator[DevServer]:
     env = {
         **os.environ,
         **CANARIES,
-        "LANGSMITH_TRACING": "false",
-        "LANGCHAIN_TRACING_V2": "false",
-        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-        "PYTHONUNBUFFERED": "1",
         "MOA_TRUST_RUN_SPECS": "1",
         "MOA_SPECS": str(folder / "echo.yaml"),
     }
     env.pop("MOA_RUN_BASE_URLS", None)
-    cmd = [exe, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--config", "langgraph.json"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    server = DevServer(f"http://127.0.0.1:{port}", log, proc)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not _ok(server):
-            if proc.poll() is not None:
-                pytest.fail(f"langgraph dev exited ({proc.returncode}):\n{server.log_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"langgraph dev not ready:\n{server.log_text()}")
-            time.sleep(0.25)
+    with start_dev(env, log) as server:
         yield server
-    finally:
-        _stop(proc)
 
 
 def _ok(server: DevServer) -> bool:
