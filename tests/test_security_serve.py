@@ -644,7 +644,9 @@ def test_moa_ui_has_the_same_guard(
         response = httpx.post(
             f"{ui.url}/ui/api/runs", json=run, headers={"origin": ALLOWED}, timeout=30
         )
-        assert response.status_code == 200 and "event: done" in response.text
+        assert response.status_code == 202, response.text  # a server-side run started
+        events = httpx.get(f"{ui.url}/ui/api/runs/{response.json()['run_id']}/events", timeout=30)
+        assert "event: done" in events.text
         assert len(upstream_calls(upstream, "ui-canary")) == 2  # the allowed run only
         slow = _connect(ui)
         slow.sendall(b"GET / HTTP/1.1\r\n")

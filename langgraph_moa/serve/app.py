@@ -13,7 +13,6 @@ tells the client not to replay it; secrets never appear in a response or a log l
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -79,8 +78,6 @@ nobody reads it."""
 NO_RETRY = {"x-should-retry": "false"}
 """On an error after model calls were paid for: the openai SDKs (and others that honour it)
 do not replay the whole mixture (their default max_retries=2 would triple the cost)."""
-RETRY_AFTER_S = 1
-"""``Retry-After`` of a busy 429: a slot frees as soon as any run ends."""
 
 
 def _error(exc: oa.APIError) -> JSONResponse:
@@ -185,7 +182,6 @@ def create_app(
         name: create_moa(spec, chat_models=chat_models, cache=graph_cache(spec))
         for name, spec in specs.items()
     }
-    running = asyncio.Semaphore(limits.max_concurrent_runs)
     policy = RunPolicy(
         specs=dict(specs), presets=(), limits=RunLimits(max_tokens=limits.max_tokens)
     )
@@ -277,31 +273,17 @@ def create_app(
         dropped = sampling.dropped(specs[req.model], context)
         return Run(req, graph, context, {"messages": oa.conversation(req)}, dropped)
 
-    def busy() -> oa.APIError | None:
-        if not running.locked():
-            return None
-        return oa.APIError(
-            429,
-            "too many runs in progress; retry shortly",
-            etype="rate_limit_error",
-            code="server_busy",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
-
     async def invoke(request: Request, run: Run) -> dict[str, Any]:
         """The whole run (cancelled if the client leaves: ``ClientGone``)."""
-        async with running:
-            out: dict[str, Any] = await unless_disconnected(
-                request, run.graph.ainvoke(run.inputs, context=run.context)
-            )
+        out: dict[str, Any] = await unless_disconnected(
+            request, run.graph.ainvoke(run.inputs, context=run.context)
+        )
         return out
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         try:
             run = prepare(await json_body(request))
-            if (refusal := busy()) is not None:
-                raise refusal
         except oa.APIError as exc:
             return _error(exc)
         except MoAError as exc:
@@ -319,7 +301,7 @@ def create_app(
             return JSONResponse(oa.completion(cid, req.model, out, include, run.dropped))
         with_usage = bool((req.stream_options or {}).get("include_usage"))
         return StreamingResponse(
-            stream_unless_disconnected(request, _stream(run, running, cid, with_usage, include)),
+            stream_unless_disconnected(request, _stream(run, cid, with_usage, include)),
             media_type="text/event-stream",
         )
 
@@ -331,8 +313,6 @@ def create_app(
                 run = prepare(rs.to_chat(body))
             except oa.APIError as exc:
                 raise rs.renamed(exc) from None
-            if (refusal := busy()) is not None:
-                raise refusal
         except oa.APIError as exc:
             return _error(exc)
         except MoAError as exc:
@@ -346,7 +326,7 @@ def create_app(
             except Exception as exc:
                 return _error(_run_failed(exc, run))
             return JSONResponse(rs.response(rid, body, run.request.model, out, run.dropped))
-        events = rs.stream(rid, body, run.request.model, answer_events(run, running), run.dropped)
+        events = rs.stream(rid, body, run.request.model, answer_events(run), run.dropped)
         return StreamingResponse(
             stream_unless_disconnected(request, _errors_as_events(events, run)),
             media_type="text/event-stream",
@@ -369,32 +349,31 @@ def _sse(data: Any) -> bytes:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-async def answer_events(run: Run, running: asyncio.Semaphore) -> AsyncIterator[tuple[str, Any]]:
+async def answer_events(run: Run) -> AsyncIterator[tuple[str, Any]]:
     """A streamed run as what a client sees of it: ``("text", str)``, ``("tool_calls",
     [delta, ...])`` and ``("restart", None)`` while the answer is written, then ``("final",
     state)``. A failed run raises (the renderers turn it into their error event)."""
-    async with running:
-        final: dict[str, Any] = {}
-        answer_id: str | None = None
-        async for item in run.graph.astream(
-            run.inputs, context=run.context, stream_mode=["messages", "values"]
-        ):
-            mode, part = cast("tuple[str, Any]", item)
-            if mode == "values":
-                final = part
-                continue
-            token, meta = part
-            calls = oa.tool_call_deltas(token) if isinstance(token, AIMessage) else []
-            if meta.get("langgraph_node") not in ANSWER_NODES or not (token.text or calls):
-                continue
-            if answer_id is not None and token.id != answer_id:
-                yield "restart", None  # a retried aggregator restarts its answer
-            answer_id = token.id
-            if calls:
-                yield "tool_calls", calls
-            if token.text:
-                yield "text", token.text
-        yield "final", final
+    final: dict[str, Any] = {}
+    answer_id: str | None = None
+    async for item in run.graph.astream(
+        run.inputs, context=run.context, stream_mode=["messages", "values"]
+    ):
+        mode, part = cast("tuple[str, Any]", item)
+        if mode == "values":
+            final = part
+            continue
+        token, meta = part
+        calls = oa.tool_call_deltas(token) if isinstance(token, AIMessage) else []
+        if meta.get("langgraph_node") not in ANSWER_NODES or not (token.text or calls):
+            continue
+        if answer_id is not None and token.id != answer_id:
+            yield "restart", None  # a retried aggregator restarts its answer
+        answer_id = token.id
+        if calls:
+            yield "tool_calls", calls
+        if token.text:
+            yield "text", token.text
+    yield "final", final
 
 
 async def _errors_as_events(events: AsyncIterator[bytes], run: Run) -> AsyncIterator[bytes]:
@@ -408,7 +387,6 @@ async def _errors_as_events(events: AsyncIterator[bytes], run: Run) -> AsyncIter
 
 async def _stream(
     run: Run,
-    running: asyncio.Semaphore,
     cid: str,
     with_usage: bool,
     include: list[str],
@@ -418,7 +396,7 @@ async def _stream(
     yield _sse(oa.chunk(cid, model, {"role": "assistant", "content": ""}))
     final: dict[str, Any] = {}
     try:
-        async for kind, data in answer_events(run, running):
+        async for kind, data in answer_events(run):
             if kind == "final":
                 final = data
             elif kind == "restart":  # tell the client plainly
