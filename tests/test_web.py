@@ -297,6 +297,9 @@ async def test_page_assets_specs_and_graph_are_served_locally(client: httpx.Asyn
         asset = await client.get("/" + src)
         assert asset.status_code == 200 and len(asset.content) > 1000
     assert "http" not in page.text.replace("http-equiv", "")  # nothing from elsewhere
+    assert "ui/static/vendor/highlight.min.js" in page.text  # syntax colours, served here
+    hljs = await client.get("/ui/static/vendor/highlight.min.js")
+    assert hljs.status_code == 200 and b"BSD-3-Clause" in hljs.content[:400]
     mermaid = await client.get("/ui/static/vendor/mermaid.min.js")
     assert mermaid.headers["content-type"].startswith("text/javascript")
     assert (await client.get("/ui/static/../router.py")).status_code == 404

@@ -71,6 +71,18 @@ ANSWER_MD = (
     "```python\nassert 2 + 2 == 4\n```\n"
 )
 TIMEOUT_MS = 20_000
+# Records each language highlight.js is asked to colour in window.hlCalls.
+COUNT_HIGHLIGHTS_JS = """() => { const h = window.hljs.highlight; window.hlCalls = [];
+  window.hljs.highlight = (code, o) => { window.hlCalls.push(o.language);
+    return h.call(window.hljs, code, o); }; }"""
+# Contrast ratio (WCAG) of an element's text colour on the background of its closest `arg`.
+CONTRAST_JS = """(a, arg) => { const c = getComputedStyle(a).color.match(/\\d+/g).map(Number);
+  const lum = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92
+    : Math.pow((v + 0.055) / 1.055, 2.4); };
+  const L = (rgb) => 0.2126 * lum(rgb[0]) + 0.7152 * lum(rgb[1]) + 0.0722 * lum(rgb[2]);
+  const bg = getComputedStyle(a.closest(arg)).backgroundColor.match(/\\d+/g).map(Number);
+  const [hi, lo] = [L(c), L(bg)].sort((x, y) => y - x);
+  return (hi + 0.05) / (lo + 0.05); }"""
 
 
 def _require_browser() -> None:
@@ -386,6 +398,7 @@ async def test_a_question_shows_every_proposer_the_references_and_the_answer(
     await p.type("#question", "2+2?")
     assert await p.input_value("#question") == "What is\n2+2?"
     assert await p.locator("article.turn").count() == 0
+    await p.evaluate(COUNT_HIGHLIGHTS_JS)
     turn = await page.ask("What is 2+2?")
 
     assert await turn.locator("section.layer").count() == 2
@@ -415,6 +428,9 @@ async def test_a_question_shows_every_proposer_the_references_and_the_answer(
     assert await final.locator("h2").inner_text() == "Two plus two"
     assert await final.locator("li").count() == 2
     assert "assert 2 + 2 == 4" in await final.locator("pre code").inner_text()
+    # Its code streamed in over many frames but was highlighted once, when it was finished.
+    assert await final.locator("pre code .hljs-keyword").inner_text() == "assert"
+    assert await p.evaluate("window.hlCalls") == ["python"]
     await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     await turn.locator(".final .copy").click()
     await turn.locator(".final .copy").filter(has_text="Copied").wait_for()
@@ -881,6 +897,7 @@ async def test_markdown_tables_links_images_mermaid_code_and_no_forms(
         try:
             await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
             await p.select_option("#spec", "rich")
+            await p.evaluate(COUNT_HIGHLIGHTS_JS)
             turn = await page.ask("Show me everything")
             md = turn.locator(".final .markdown")
             cell = md.locator("td").first
@@ -907,6 +924,22 @@ async def test_markdown_tables_links_images_mermaid_code_and_no_forms(
             )
             assert hit == "send", f"something covers the Send button: {hit!r}"
             code = md.locator(".code", has_text="print('hi')")
+            # Highlighted (issue 23 item 8): hljs's spans, hljs's classes only, readable.
+            await code.locator("code .hljs-string").wait_for()
+            assert await code.locator("code .hljs-built_in").inner_text() == "print"
+            assert await code.locator("code .hljs-string").inner_text() == "'hi'"
+            classes = await md.evaluate(
+                r"""(e) => [...e.querySelectorAll('.code code, .code code *')]
+                  .flatMap((n) => [...n.classList])
+                  .filter((c) => !/^(hljs(-[\w-]+)?|language-[\w+#.-]+|[a-z]+_+)$/.test(c))"""
+            )
+            assert classes == [], classes
+            for token in await code.locator("code [class^=hljs-]").all():
+                ratio = await token.evaluate(CONTRAST_JS, "pre")
+                assert ratio >= 4.5, f"{await token.inner_text()!r}: {ratio:.2f}"
+            assert await p.evaluate("window.hlCalls") == ["python"]  # once; never Mermaid
+            mermaid_source = md.locator(".code[data-mermaid] code")
+            assert await mermaid_source.evaluate("(e) => e.children.length") == 0
             await code.locator("button.copy-code").click()
             assert await p.evaluate("navigator.clipboard.readText()") == "print('hi')\n"
             # Nothing from the model can submit, overlay or restyle.
@@ -921,17 +954,7 @@ async def test_markdown_tables_links_images_mermaid_code_and_no_forms(
             assert await p.locator("#send").count() == 1
             assert await p.evaluate("getComputedStyle(document.body).display") != "none"
             assert "The end." in await md.inner_text()
-            colour = await link.evaluate(
-                """(a) => { const c = getComputedStyle(a).color.match(/\\d+/g).map(Number);
-                  const lum = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92
-                    : Math.pow((v + 0.055) / 1.055, 2.4); };
-                  const L = (rgb) => 0.2126 * lum(rgb[0]) + 0.7152 * lum(rgb[1])
-                    + 0.0722 * lum(rgb[2]);
-                  const bg = getComputedStyle(a.closest('.final')).backgroundColor
-                    .match(/\\d+/g).map(Number);
-                  const [hi, lo] = [L(c), L(bg)].sort((x, y) => y - x);
-                  return (hi + 0.05) / (lo + 0.05); }"""
-            )
+            colour = await link.evaluate(CONTRAST_JS, ".final")
             assert colour >= 4.5, f"link contrast {colour:.2f} ({'dark' if dark else 'light'})"
             await page.shot(f"markdown-{'dark' if dark else 'light'}", full_page=True)
             csp = [e for e in page.errors if "Content Security Policy" in e]
@@ -1231,6 +1254,8 @@ async def _axe_everywhere(browser: Any, served: Served) -> None:
                 p = page.page
                 await _done(p.locator("article.turn").first)
                 await p.locator(".layer .ranking").wait_for()
+                # The answer's code is highlighted: axe checks the syntax colours too.
+                await p.locator(".final .code .hljs-keyword").first.wait_for()
                 theme = "dark" if dark else "light"
                 found = await page.axe()
                 if found:

@@ -10,7 +10,11 @@
  * Scale (issue 23 item 11): a streamed answer is split into Markdown blocks with marked's
  * lexer; finished blocks are rendered once and never touched again (so text in them can be
  * selected while the answer streams), only the open tail is re-rendered, at most once per
- * animation frame, and the lexer only ever sees the text after the last finished block. */
+ * animation frame, and the lexer only ever sees the text after the last finished block.
+ *
+ * Code (issue 23 item 8): every block gets a copy bar; a finished block whose fence names a
+ * language highlight.js knows is highlighted once (never the streaming tail, never Mermaid,
+ * which is drawn instead, and no guessing for unnamed blocks). */
 "use strict";
 
 const MD = (() => {
@@ -117,6 +121,40 @@ const MD = (() => {
       pre.replaceWith(box);
       pre.tabIndex = 0;
       box.append(bar, pre);
+    }
+  }
+
+  /* Syntax colours for finished code blocks. highlight.js escapes the code itself and emits
+   * only <span class="hljs-..."> (scope classes of its grammars, never text of the model);
+   * its HTML still goes through DOMPurify with nothing but spans and those classes allowed,
+   * so the sanitiser's guarantees hold even if a grammar misbehaved. */
+  const HLJS_CLASS = /^(hljs-[\w-]+|[a-z]+_+)$/;  // hljs-title, and sub-scopes like function_
+  function highlight(nodes) {
+    const hljs = window.hljs;
+    if (!hljs || !window.DOMPurify) return;
+    for (const node of nodes) {
+      if (!node.querySelectorAll) continue;
+      for (const code of node.querySelectorAll(".code:not([data-mermaid]) pre > code")) {
+        const lang = /(?:^|\s)language-([\w+#.-]+)/.exec(code.className || "");
+        if (!lang || lang[1] === "mermaid" || !hljs.getLanguage(lang[1])) continue;
+        let html;
+        try {
+          html = hljs.highlight(code.textContent, { language: lang[1], ignoreIllegals: true }).value;
+        } catch {
+          continue;  // plain text beats a broken block
+        }
+        const fragment = window.DOMPurify.sanitize(html, {
+          ALLOWED_TAGS: ["span"], ALLOWED_ATTR: ["class"], RETURN_DOM_FRAGMENT: true,
+        });
+        for (const span of fragment.querySelectorAll("[class]")) {
+          const keep = span.getAttribute("class").split(/\s+/).filter((c) => HLJS_CLASS.test(c));
+          if (keep.length) span.setAttribute("class", keep.join(" "));
+          else span.removeAttribute("class");
+        }
+        if (fragment.textContent !== code.textContent) continue;  // never change the code
+        code.replaceChildren(fragment);
+        code.classList.add("hljs");
+      }
     }
   }
 
@@ -230,7 +268,10 @@ const MD = (() => {
           this.tail.push(...nodes);
         }
       }
-      if (drawn.length) drawMermaid(drawn);
+      if (drawn.length) {
+        highlight(drawn);
+        drawMermaid(drawn);
+      }
     }
   }
 
