@@ -878,7 +878,10 @@ function setBusy(busy) {
   $("stop").textContent = "Stop";
   $("send").classList.toggle("waiting", busy);
   document.title = busy ? `● ${state.title || BASE_TITLE} (running)` : (state.title || BASE_TITLE);
-  for (const list of document.querySelectorAll(".turn-tools")) list.classList.toggle("locked", busy);
+  for (const list of document.querySelectorAll(".turn-tools")) {
+    list.classList.toggle("locked", busy);
+    for (const b of list.querySelectorAll("button")) b.setAttribute("aria-disabled", String(busy));
+  }
   updateJump();
 }
 
@@ -1021,7 +1024,17 @@ async function consume(live, response) {
     if (state.live !== live) return;
     if (ev.id !== null && ev.id !== "") live.seq = Number(ev.id);
     dispatch(live, ev.name, ev.data);
-    if (TERMINAL.has(ev.name)) { live.ended = true; return; }
+    if (TERMINAL.has(ev.name)) {
+      // Free the page now, in the same task that showed the end (closing the stream may
+      // take a moment): a click on Regenerate right after the summary is not ignored.
+      live.ended = true;
+      if (state.live === live) {
+        state.live = null;
+        setBusy(false);
+        loadThreads().catch(() => {});
+      }
+      return;
+    }
   }
 }
 
