@@ -1,7 +1,8 @@
 """The compatibility suite: real client libraries against a real ``moa serve``.
 
-Runs from a virtualenv of its own that holds only the clients (``scripts/test`` makes it):
-``MOA_COMPAT=1 /work/venvs/compat/bin/python -m pytest tests/compat``. Without ``MOA_COMPAT``
+Runs from a virtualenv of its own that holds only the clients (``scripts/test`` makes it, in
+``~/.cache/langgraph-moa/compat-venv``): ``MOA_COMPAT=1 <that venv>/bin/python -m pytest
+tests/compat``. Without ``MOA_COMPAT``
 (the project's default suite) nothing here is collected. The servers run from the project's
 Python (``MOA_PYTHON``): the fake upstream and ``moa serve`` as subprocesses.
 
