@@ -385,7 +385,7 @@ class Bench:
         self.behaviors(ttft=0.0)
         rounds = 15 if a.quick else 40
         levels = [{"concurrency": 1, "rounds": rounds, "warmup": 5}]
-        systems = ["ours", BASELINE, STREAMING]
+        systems = ["ours", *([COMPARED] if COMPARED in a.systems else []), BASELINE, STREAMING]
         if not a.quick:
             systems += ["raw-dicts", "raw-httpx"]
         rows, section = [], []
