@@ -115,7 +115,7 @@ def test_a_client_that_leaves_cancels_its_run_and_upstream_calls(
     assert slow["outcome"] == "cancelled" and slow["end"] is not None
     assert slow["end"] - left < 1.5  # abandoned at once, not after its 30 s
     time.sleep(0.5)
-    assert [r["model"] for r in upstream.log()] == ["a", "slow"]  # no aggregator call
+    assert sorted(r["model"] for r in upstream.log()) == ["a", "slow"]  # no aggregator call
     # the run's slot is free again (max_concurrent_runs=1): the next client is served
     out = _client(served.url, 30).chat.completions.create(model="drip", messages=QUESTION)
     assert out.choices[0].finish_reason == "stop"
@@ -192,7 +192,8 @@ def test_the_command_line_server_cancels_runs_of_clients_that_leave(tmp_path: Pa
                 slow = _ended(upstream, "slow")
                 assert slow["outcome"] == "cancelled" and slow["end"] - left < 1.5
                 time.sleep(0.5)
-                assert [r["model"] for r in upstream.log()] == ["a", "slow"]
+                # the two proposers run in parallel: their requests come in either order
+                assert sorted(r["model"] for r in upstream.log()) == ["a", "slow"]
     finally:
         upstream.close()
 
