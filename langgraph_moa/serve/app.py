@@ -17,7 +17,7 @@ import hmac
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,12 +273,20 @@ def create_app(
         dropped = sampling.dropped(specs[req.model], context)
         return Run(req, graph, context, {"messages": oa.conversation(req)}, dropped)
 
-    async def invoke(request: Request, run: Run) -> dict[str, Any]:
-        """The whole run (cancelled if the client leaves: ``ClientGone``)."""
-        out: dict[str, Any] = await unless_disconnected(
-            request, run.graph.ainvoke(run.inputs, context=run.context)
-        )
-        return out
+    async def invoke(
+        request: Request, run: Run, render: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> Response:
+        """A plain run, its final state rendered as the route's JSON body; cancelled if the
+        client leaves (nobody reads that answer), an OpenAI-shaped error if it fails."""
+        try:
+            out: dict[str, Any] = await unless_disconnected(
+                request, run.graph.ainvoke(run.inputs, context=run.context)
+            )
+        except ClientGone:
+            return Response(status_code=CLIENT_GONE)
+        except Exception as exc:
+            return _error(_run_failed(exc, run))
+        return JSONResponse(render(out))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -292,13 +300,9 @@ def create_app(
         include = req.moa.include if req.moa else []
         cid = oa.completion_id()
         if not req.stream:
-            try:
-                out = await invoke(request, run)
-            except ClientGone:
-                return Response(status_code=CLIENT_GONE)
-            except Exception as exc:
-                return _error(_run_failed(exc, run))
-            return JSONResponse(oa.completion(cid, req.model, out, include, run.dropped))
+            return await invoke(
+                request, run, lambda out: oa.completion(cid, req.model, out, include, run.dropped)
+            )
         with_usage = bool((req.stream_options or {}).get("include_usage"))
         return StreamingResponse(
             stream_unless_disconnected(request, _stream(run, cid, with_usage, include)),
@@ -319,13 +323,11 @@ def create_app(
             return _error(_map_run_error(exc))
         rid = rs.response_id()
         if not run.request.stream:
-            try:
-                out = await invoke(request, run)
-            except ClientGone:
-                return Response(status_code=CLIENT_GONE)
-            except Exception as exc:
-                return _error(_run_failed(exc, run))
-            return JSONResponse(rs.response(rid, body, run.request.model, out, run.dropped))
+            return await invoke(
+                request,
+                run,
+                lambda out: rs.response(rid, body, run.request.model, out, run.dropped),
+            )
         events = rs.stream(rid, body, run.request.model, answer_events(run), run.dropped)
         return StreamingResponse(
             stream_unless_disconnected(request, _errors_as_events(events, run)),
